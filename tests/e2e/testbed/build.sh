@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# Build every test-bed binary that is missing for the versions pinned in
+# versions.env, from the Go module proxy, into the cache directory
+# (${AGENTRUN_TESTBED_CACHE:-$HOME/.cache/agentrun-lifecycle-exporter/testbed}).
+#
+# Usage: tests/e2e/testbed/build.sh [--force COMPONENT]...
+#   COMPONENT: etcd kubernetes kwok jaeger helm
+#
+# Only one build.sh runs at a time per cache (a second one waits on the lock and
+# then finds everything built). Prints the bin dir on stdout at the end; all
+# progress goes to stderr.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+FORCE=" "
+while (($#)); do
+  case "$1" in
+    --force)
+      [[ $# -ge 2 ]] || testbed_die "--force needs a component name"
+      FORCE+="$2 "
+      shift 2
+      ;;
+    -h | --help)
+      sed -n '2,12p' "$0"
+      exit 0
+      ;;
+    *) testbed_die "unknown argument: $1" ;;
+  esac
+done
+
+GO="$(testbed_go)" || testbed_die "no go toolchain found (set TESTBED_GO or put go on PATH)"
+
+mkdir -p "${TESTBED_CACHE}"
+exec 9>"${TESTBED_CACHE}/build.lock"
+if ! flock -n 9; then
+  testbed_log "another build.sh is running on ${TESTBED_CACHE}; waiting for it"
+  flock 9
+fi
+
+export GOMODCACHE="${TESTBED_GOMODCACHE:-${TESTBED_CACHE}/go/mod}"
+export GOCACHE="${TESTBED_GOCACHE:-${TESTBED_CACHE}/go/build}"
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+export GOFLAGS="-trimpath -buildvcs=false"
+export GOWORK=off
+unset GOBIN GOOS GOARCH
+# Two jobs by default: CI machines are small. Everything runs under nice so an
+# interactive shell stays usable during a cold build.
+BUILD_JOBS="${TESTBED_BUILD_JOBS:-2}"
+NICE=(nice -n "${TESTBED_NICE:-10}")
+
+GO_VERSION="$("${GO}" env GOVERSION)"
+testbed_log "cache: ${TESTBED_CACHE} (go ${GO_VERSION}, -p ${BUILD_JOBS})"
+
+SUMMARY=()
+TOTAL_START=$(date +%s)
+
+gorun() {
+  "${NICE[@]}" "${GO}" "$@"
+}
+
+# Path of a dependency's go.mod inside the module cache (downloads it).
+mod_gomod() { # MODULE@VERSION
+  gorun mod download -json "$1" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
+}
+
+# build_component NAME VERSION FUNCTION
+# Runs FUNCTION OUT_BIN_DIR SRC_DIR unless the stamp for NAME+VERSION exists.
+build_component() {
+  local name="$1" version="$2" fn="$3" dir tmp src start end
+  dir="$(testbed_component_dir "${name}" "${version}")"
+  if [[ -f "${dir}/.stamp" && "${FORCE}" != *" ${name} "* ]]; then
+    testbed_log "${name} ${version}: up to date"
+    SUMMARY+=("$(printf '%-12s %-10s %s' "${name}" "${version}" "cached")")
+    return 0
+  fi
+  testbed_log "${name} ${version}: building"
+  start=$(date +%s)
+  tmp="${dir}.partial"
+  src="${TESTBED_CACHE}/src/${name}-${version}"
+  rm -rf "${tmp}" "${src}"
+  mkdir -p "${tmp}/bin" "${src}"
+  "${fn}" "${tmp}/bin" "${src}"
+  end=$(date +%s)
+  printf 'component=%s\nversion=%s\ngo=%s\nbuilt=%s\nseconds=%s\n' \
+    "${name}" "${version}" "${GO_VERSION}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((end - start))" >"${tmp}/.stamp"
+  rm -rf "${dir}"
+  mv "${tmp}" "${dir}"
+  testbed_log "${name} ${version}: built in $((end - start))s"
+  SUMMARY+=("$(printf '%-12s %-10s built in %ss' "${name}" "${version}" "$((end - start))")")
+}
+
+write_gomod() { # SRC MODULE_NAME
+  printf 'module %s\n\ngo 1.26.0\n' "$2" >"$1/go.mod"
+}
+
+# --- etcd --------------------------------------------------------------------
+build_etcd() {
+  local out="$1" src="$2" m
+  write_gomod "${src}" testbed.invalid/etcd
+  cat >"${src}/main.go" <<'EOF'
+// Command etcd is the etcd server, built from the go.etcd.io/etcd/server/v3 module.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+  # The server module's go.mod points its sibling modules at ../ directories;
+  # pin the published siblings of the same release instead.
+  (
+    cd "${src}"
+    gorun get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
+    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+      gorun get "go.etcd.io/etcd/${m}@${ETCD_VERSION}"
+    done
+    gorun mod tidy
+    gorun build -p "${BUILD_JOBS}" -ldflags '-s -w' -o "${out}/etcd" .
+  )
+}
+
+# --- kubernetes --------------------------------------------------------------
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+build_kubernetes() {
+  local out="$1" src="$2" kmod staging m minor major ldflags pkgs=() c vpkg
+  kmod="$(mod_gomod "k8s.io/kubernetes@${KUBERNETES_VERSION}")"
+  [[ -f "${kmod}" ]] || testbed_die "could not download k8s.io/kubernetes@${KUBERNETES_VERSION}"
+  # Staging modules: replaced by ./staging/src/... in k8s.io/kubernetes and
+  # required by it. Pin each to the matching published v0.x release.
+  staging="$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "${kmod}" | sort -u)"
+  [[ -n "${staging}" ]] || testbed_die "no staging replace lines found in ${kmod}"
+  {
+    printf 'module testbed.invalid/kubernetes\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "${KUBERNETES_VERSION}"
+    for m in ${staging}; do
+      if grep -Eq "^[[:space:]]*${m//./\\.} v" "${kmod}"; then
+        printf '\t%s => %s %s\n' "${m}" "${m}" "${KUBERNETES_STAGING_VERSION}"
+      fi
+    done
+    printf ')\n'
+  } >"${src}/go.mod"
+  for c in "${KUBE_CMDS[@]}"; do
+    pkgs+=("k8s.io/kubernetes/cmd/${c}")
+  done
+  major="${KUBERNETES_VERSION#v}"
+  minor="${major#*.}"
+  minor="${minor%%.*}"
+  major="${major%%.*}"
+  ldflags="-s -w"
+  for vpkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X ${vpkg}.gitVersion=${KUBERNETES_VERSION}"
+    ldflags+=" -X ${vpkg}.gitMajor=${major} -X ${vpkg}.gitMinor=${minor}"
+    ldflags+=" -X ${vpkg}.gitTreeState=clean"
+    ldflags+=" -X ${vpkg}.buildDate=1970-01-01T00:00:00Z"
+  done
+  (
+    cd "${src}"
+    gorun get -tool "${pkgs[@]/%/@${KUBERNETES_VERSION}}"
+    gorun build -p "${BUILD_JOBS}" -ldflags "${ldflags}" -o "${out}/" "${pkgs[@]}"
+  )
+}
+
+# --- kwok --------------------------------------------------------------------
+build_kwok() {
+  local out="$1" src="$2"
+  (
+    cd "${src}"
+    GOBIN="${out}" gorun install -p "${BUILD_JOBS}" -ldflags '-s -w' "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
+  )
+}
+
+# --- jaeger ------------------------------------------------------------------
+build_jaeger() {
+  local out="$1" src="$2" jmod
+  jmod="$(mod_gomod "github.com/jaegertracing/jaeger@${JAEGER_MODULE_VERSION}")"
+  [[ -f "${jmod}" ]] || testbed_die "could not download github.com/jaegertracing/jaeger@${JAEGER_MODULE_VERSION}"
+  write_gomod "${src}" testbed.invalid/jaeger
+  # go install ignores the module's own version-to-version replace lines;
+  # carry them over (local-path replaces are skipped).
+  {
+    printf '\n'
+    awk '
+      /^replace \(/ { inblock = 1; next }
+      inblock && /^\)/ { inblock = 0; next }
+      inblock && $2 == "=>" && $3 !~ /^\./ { print "replace " $0; next }
+      /^replace / && $3 == "=>" && $4 !~ /^\./ { print }
+    ' "${jmod}"
+  } >>"${src}/go.mod"
+  (
+    cd "${src}"
+    gorun get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@${JAEGER_MODULE_VERSION}"
+    gorun build -p "${BUILD_JOBS}" -ldflags '-s -w' -o "${out}/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+  )
+}
+
+# --- helm --------------------------------------------------------------------
+build_helm() {
+  local out="$1" src="$2" hmod kver major minor ldflags
+  hmod="$(mod_gomod "helm.sh/helm/v3@${HELM_VERSION}")"
+  [[ -f "${hmod}" ]] || testbed_die "could not download helm.sh/helm/v3@${HELM_VERSION}"
+  # Same version stamping as helm's Makefile (Capabilities.KubeVersion default).
+  kver="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "${hmod}")"
+  kver="${kver#v}"
+  major=$((${kver%%.*} + 1))
+  minor="${kver#*.}"
+  minor="${minor%%.*}"
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=${major}"
+  ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${minor}"
+  ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=${major}"
+  ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor}"
+  (
+    cd "${src}"
+    GOBIN="${out}" gorun install -p "${BUILD_JOBS}" -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  )
+}
+
+build_component etcd "${ETCD_VERSION}" build_etcd
+build_component kwok "${KWOK_VERSION}" build_kwok
+build_component helm "${HELM_VERSION}" build_helm
+build_component jaeger "${JAEGER_MODULE_VERSION}" build_jaeger
+build_component kubernetes "${KUBERNETES_VERSION}" build_kubernetes
+
+# Combined bin dir for this set of versions (symlinks into dist/).
+BIN_DIR="$(testbed_bin_dir)"
+mkdir -p "${BIN_DIR}"
+link_bins() { # NAME VERSION
+  local d f
+  d="$(testbed_component_dir "$1" "$2")/bin"
+  for f in "${d}"/*; do
+    ln -sfn "${f}" "${BIN_DIR}/$(basename "${f}")"
+  done
+}
+link_bins etcd "${ETCD_VERSION}"
+link_bins kwok "${KWOK_VERSION}"
+link_bins helm "${HELM_VERSION}"
+link_bins jaeger "${JAEGER_MODULE_VERSION}"
+link_bins kubernetes "${KUBERNETES_VERSION}"
+
+for tool in prometheus promtool; do
+  if ! command -v "${tool}" >/dev/null 2>&1 && [[ -z "${PROMETHEUS_BIN:-}" ]]; then
+    testbed_log "WARNING: '${tool}' not on PATH; install the distribution package: apt-get install -y --no-install-recommends prometheus"
+  fi
+done
+
+TOTAL_END=$(date +%s)
+testbed_log "summary:"
+for line in "${SUMMARY[@]}"; do
+  testbed_log "  ${line}"
+done
+testbed_log "  total: $((TOTAL_END - TOTAL_START))s"
+testbed_log "bin dir: ${BIN_DIR}"
+printf '%s\n' "${BIN_DIR}"
