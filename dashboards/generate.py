@@ -585,7 +585,7 @@ def lifecycle(cfg: dict) -> dict:
                             instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1)),
                links=[tr.link("Traces of runs that ended JobMissing", "agentrun", Traces.VAR_NS,
-                              ['span.agentrun.reason =~ "JobMissing|WorkflowJobMissing"'], {})]), 4, 4)
+                              ['span.agentrun.reason =~ "JobMissing|WorkflowJobMissing"'], {"error": "true"})]), 4, 4)
     L.add(stat("Jobs deleted before collection", "Jobs that disappeared before the AgentRun or step status "
                "consumed them, in the time range.",
                [prom_target(f"sum({q.increase(sel('agentrun_job_deleted_before_collection_total'), '$__range')})",
@@ -1005,7 +1005,7 @@ def ttl_margin(cfg: dict) -> dict:
                      + [prom_target(f"vector{slo_budget}", "allowed by objective", "Z")],
                      unit="percentunit", min_=0,
                      links=[ns_link("Runs that ended JobMissing in ${__field.labels.namespace}", "agentrun",
-                                    ['span.agentrun.reason =~ "JobMissing|WorkflowJobMissing"'], {})],
+                                    ['span.agentrun.reason =~ "JobMissing|WorkflowJobMissing"'], {"error": "true"})],
                      overrides=[{"matcher": {"id": "byFrameRefID", "options": "Z"},
                                  "properties": [{"id": "color", "value": {"fixedColor": "red", "mode": "fixed"}},
                                                 {"id": "custom.lineStyle",
