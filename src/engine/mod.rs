@@ -1,0 +1,16 @@
+//! The pure core: objects in, lifecycle facts out. No I/O and no clock; `watch`, `demo` and `replay` all
+//! drive the same tracker.
+
+pub mod facts;
+pub mod ids;
+pub mod objects;
+pub mod time;
+pub mod tracker;
+
+pub use facts::{Emitted, Fact};
+pub use objects::{Kind, Object};
+pub use time::{Stamp, TimeSource, Ts};
+pub use tracker::{Change, LiveGauges, Observation, Tracker, TrackerConfig};
+
+#[cfg(test)]
+mod tests;

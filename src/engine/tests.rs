@@ -1,0 +1,704 @@
+//! Tracker scenarios, built from upstream-shaped objects (domain brief §10): both runtimes, both TTL styles,
+//! failure, JobMissing, WorkflowJobMissing, deletion before collection, relist gaps, restarts, event order.
+
+use super::{facts::*, objects::*, time::*, tracker::*};
+use crate::upstream::{self, RunSpec, StepRef};
+
+const T0: i64 = 1_787_227_200_000; // 2026-08-20T12:00:00Z
+
+fn t(secs: f64) -> Ts {
+    Ts(T0 + (secs * 1000.0).round() as i64)
+}
+
+struct Harness {
+    tracker: Tracker,
+    out: Vec<Emitted>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() })
+    }
+
+    fn with(cfg: TrackerConfig) -> Self {
+        Harness { tracker: Tracker::new(cfg), out: Vec::new() }
+    }
+
+    fn up(&mut self, at: f64, o: impl Into<Object>) {
+        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Upsert(o.into()) });
+        self.out.extend(facts);
+    }
+
+    fn del(&mut self, at: f64, o: impl Into<Object>) {
+        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Delete(o.into()) });
+        self.out.extend(facts);
+    }
+
+    fn change(&mut self, at: f64, change: Change) {
+        let facts = self.tracker.apply(Observation { at: t(at), change });
+        self.out.extend(facts);
+    }
+
+    fn tick(&mut self, at: f64) {
+        let facts = self.tracker.tick(t(at));
+        self.out.extend(facts);
+    }
+
+    fn facts(&self) -> impl Iterator<Item = &Fact> {
+        self.out.iter().map(|e| &e.fact)
+    }
+
+    fn phases(&self, job: &str) -> Vec<(Phase, Ts, Ts)> {
+        self.facts()
+            .filter_map(|f| match f {
+                Fact::JobPhase { job: j, phase, start, end, .. } if &*j.name == job => Some((*phase, start.at, end.at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn collected(&self, job: &str) -> Vec<(Ts, Ts, CollectOutcome, Option<Ttl>)> {
+        self.facts()
+            .filter_map(|f| match f {
+                Fact::JobCollected { job: j, finished, collected, outcome, ttl, .. } if &*j.name == job => {
+                    Some((finished.at, collected.at, *outcome, *ttl))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn margins(&self, job: &str) -> Vec<(f64, TtlApplied, bool)> {
+        self.facts()
+            .filter_map(|f| match f {
+                Fact::TtlMargin { job: j, margin_seconds, ttl, exceeded, .. } if &*j.name == job => {
+                    Some((*margin_seconds, ttl.applied, *exceeded))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn gone(&self, job: &str) -> Vec<&Fact> {
+        self.facts().filter(|f| matches!(f, Fact::JobGone { job: j, .. } if &*j.name == job)).collect()
+    }
+
+    fn roots(&self) -> Vec<&Fact> {
+        self.facts().filter(|f| matches!(f, Fact::RunFinished { .. })).collect()
+    }
+
+    fn count(&self, pred: impl Fn(&Fact) -> bool) -> usize {
+        self.facts().filter(|f| pred(f)).count()
+    }
+}
+
+impl From<AgentRun> for Object {
+    fn from(o: AgentRun) -> Self {
+        Object::AgentRun(o)
+    }
+}
+impl From<Job> for Object {
+    fn from(o: Job) -> Self {
+        Object::Job(o)
+    }
+}
+impl From<Pod> for Object {
+    fn from(o: Pod) -> Self {
+        Object::Pod(o)
+    }
+}
+
+/// The whole life of a `job`-runtime run in the current style: created without TTL, collected 1.1 s after
+/// it finished, TTL 600 patched on right after, deleted by the TTL controller 600 s after finishing.
+fn job_runtime_success(h: &mut Harness) {
+    let spec = RunSpec { job_ttl: Some(600), ..RunSpec::job("agents", "codex-run-demo", "run-1") };
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-1", None, None, t(1.0));
+    h.up(1.2, job.clone());
+    upstream::submitted(&mut run, &job, t(1.412));
+    h.up(1.42, run.clone());
+    upstream::job_started(&mut job, t(1.0));
+    h.up(1.5, job.clone());
+    let mut pod = upstream::pod(&job, "7xq2m", "pod-1", "node-3", t(1.0));
+    h.up(1.6, pod.clone());
+    upstream::pod_running(&mut pod);
+    h.up(9.0, pod.clone());
+    upstream::pod_terminated(&mut pod, 0, t(461.0));
+    h.up(461.2, pod.clone());
+    upstream::job_finished(&mut job, false, t(463.0));
+    h.up(463.1, job.clone());
+    upstream::collected_job_runtime(&mut run, &job, t(464.131));
+    h.up(464.14, run.clone());
+    job.spec.ttl_seconds_after_finished = Some(600);
+    h.up(464.2, job.clone());
+    upstream::job_deleting(&mut job, t(1063.0));
+    h.up(1063.1, job.clone());
+    h.del(1064.0, pod);
+    h.del(1064.5, job);
+}
+
+#[test]
+fn job_runtime_success_with_ttl_patched_after_collection() {
+    let mut h = Harness::new();
+    job_runtime_success(&mut h);
+
+    let name = "codex-run-demo-job";
+    assert_eq!(
+        h.phases(name),
+        vec![(Phase::Submit, t(0.0), t(1.0)), (Phase::Pending, t(1.0), t(1.0)), (Phase::Run, t(1.0), t(463.0))]
+    );
+    let collected = h.collected(name);
+    assert_eq!(collected.len(), 1);
+    let (finished, at, outcome, ttl) = collected[0];
+    assert_eq!((finished, at, outcome), (t(463.0), t(464.131), CollectOutcome::Succeeded));
+    assert_eq!(ttl, Some(Ttl { seconds: 600, applied: TtlApplied::AfterCollection }), "job.collect waits for the TTL patch");
+    let margins = h.margins(name);
+    assert_eq!(margins.len(), 1);
+    assert!((margins[0].0 - (600.0 - 1.131)).abs() < 1e-9, "{margins:?}");
+    assert_eq!(margins[0].1, TtlApplied::AfterCollection);
+    assert!(!margins[0].2);
+
+    let gone = h.gone(name);
+    assert_eq!(gone.len(), 1);
+    match gone[0] {
+        Fact::JobGone { deleted, before_collection, by_ttl, exceeded, finished, .. } => {
+            assert_eq!(deleted.at, t(1063.0));
+            assert_eq!(deleted.source, TimeSource::Object);
+            assert_eq!(finished.map(|f| f.at), Some(t(463.0)));
+            assert!(!before_collection);
+            assert!(by_ttl);
+            assert!(!exceeded);
+        }
+        _ => unreachable!(),
+    }
+    match h.roots()[..] {
+        [Fact::RunFinished { start, end, outcome, reason, missing, .. }] => {
+            assert_eq!((start.at, end.at), (t(0.0), t(464.131)));
+            assert_eq!(*outcome, Some(RunOutcome::Succeeded));
+            assert_eq!(*reason, None);
+            assert!(missing.is_empty());
+        }
+        ref other => panic!("{other:?}"),
+    }
+    let pods: Vec<_> = h
+        .facts()
+        .filter_map(|f| match f {
+            Fact::PodRan { pod, start, end, exit_code, .. } => Some((pod.name.clone(), start.at, end.at, *exit_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pods, vec![("codex-run-demo-job-7xq2m".into(), t(1.0), t(461.0), Some(0))]);
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+    assert!(h.out.iter().all(|e| e.counted));
+    // Forgotten once complete: nothing is held but the finished run's tombstone.
+    let g = h.tracker.gauges(t(1065.0));
+    assert_eq!((g.tracked_runs, g.tracked_jobs, g.tracked_pods), (1, 0, 0));
+}
+
+#[test]
+fn same_facts_whatever_the_order_of_the_three_watches() {
+    let mut a = Harness::new();
+    job_runtime_success(&mut a);
+    // The Job and Pod watches deliver everything first, the AgentRun watch last.
+    let spec = RunSpec { job_ttl: Some(600), ..RunSpec::job("agents", "codex-run-demo", "run-1") };
+    let mut b = Harness::new();
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    let mut job = upstream::job(&run, "job-1", None, None, t(1.0));
+    b.up(1.2, job.clone());
+    upstream::job_started(&mut job, t(1.0));
+    b.up(1.5, job.clone());
+    let mut pod = upstream::pod(&job, "7xq2m", "pod-1", "node-3", t(1.0));
+    upstream::pod_terminated(&mut pod, 0, t(461.0));
+    b.up(461.2, pod.clone());
+    upstream::job_finished(&mut job, false, t(463.0));
+    b.up(463.1, job.clone());
+    b.up(463.2, run.clone());
+    upstream::submitted(&mut run, &job, t(1.412));
+    b.up(463.3, run.clone());
+    upstream::collected_job_runtime(&mut run, &job, t(464.131));
+    b.up(464.14, run.clone());
+    job.spec.ttl_seconds_after_finished = Some(600);
+    b.up(464.2, job.clone());
+    upstream::job_deleting(&mut job, t(1063.0));
+    b.up(1063.1, job.clone());
+    b.del(1064.0, pod);
+    b.del(1064.5, job);
+
+    let spans = |h: &Harness| {
+        let mut v: Vec<String> = h
+            .facts()
+            .filter(|f| !matches!(f, Fact::SeriesSeen { .. }))
+            .map(|f| format!("{f:?}"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(spans(&a), spans(&b));
+}
+
+#[test]
+fn failed_job_is_collected_as_failed() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-f");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-f", None, None, t(1.0));
+    h.up(1.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    h.up(1.4, run.clone());
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, true, t(318.0));
+    h.up(318.1, job.clone());
+    upstream::collected_job_runtime(&mut run, &job, t(319.6));
+    h.up(319.6, run.clone());
+    job.spec.ttl_seconds_after_finished = Some(600);
+    h.up(319.7, job.clone());
+
+    let run_phase = h
+        .facts()
+        .find_map(|f| match f {
+            Fact::JobPhase { phase: Phase::Run, failure, .. } => Some(failure.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(run_phase, Some(Some("BackoffLimitExceeded".into())));
+    assert_eq!(h.collected("r-job")[0].2, CollectOutcome::Failed);
+    match h.roots()[..] {
+        [Fact::RunFinished { outcome, reason, .. }] => {
+            assert_eq!(*outcome, Some(RunOutcome::Failed));
+            assert_eq!(reason.as_deref(), Some("RunnerFailed"));
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// The incident of the design note, job runtime: TTL set at creation (older controllers) shorter than the
+/// collection delay, so the TTL controller deletes the Job first and the run ends `JobMissing`.
+#[test]
+fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-m");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-m", None, Some(30), t(1.0));
+    h.up(1.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    h.up(1.4, run.clone());
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(100.0));
+    h.up(100.1, job.clone());
+
+    let g = h.tracker.gauges(t(110.0));
+    let ns = &g.namespaces["agents"];
+    assert_eq!(ns.awaiting_collection, 1);
+    assert_eq!(ns.awaiting_collection_max_age, 10.0);
+    assert_eq!(ns.ttl_margin_remaining, Some(20.0));
+
+    upstream::job_deleting(&mut job, t(130.0));
+    h.up(130.2, job.clone());
+    assert!(h.gone("r-job").is_empty(), "the verdict waits for a late AgentRun event");
+    h.del(131.0, job.clone());
+    h.tick(136.0);
+    match h.gone("r-job")[..] {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, deleted, ttl, .. }] => {
+            assert!(*before_collection);
+            assert!(*by_ttl);
+            assert!(*exceeded);
+            assert_eq!(deleted.at, t(130.0));
+            assert_eq!(*ttl, Some(Ttl { seconds: 30, applied: TtlApplied::AtCreation }));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    // The controller notices 40 s after the finish.
+    upstream::job_missing(&mut run, t(140.5));
+    h.up(140.5, run.clone());
+    let (_, at, outcome, _) = h.collected("r-job")[0];
+    assert_eq!((at, outcome), (t(140.5), CollectOutcome::Missing));
+    let margins = h.margins("r-job");
+    assert_eq!(margins.len(), 1);
+    assert!((margins[0].0 - (30.0 - 40.5)).abs() < 1e-9);
+    assert_eq!(margins[0].1, TtlApplied::AtCreation);
+    assert!(!margins[0].2, "already counted as exceeded at deletion");
+    match h.roots()[..] {
+        [Fact::RunFinished { outcome, reason, missing, end, .. }] => {
+            assert_eq!(*outcome, Some(RunOutcome::Failed));
+            assert_eq!(reason.as_deref(), Some("JobMissing"));
+            assert_eq!(missing, &vec![MissingEvent { at: t(140.5), reason: "JobMissing".into() }]);
+            assert_eq!(end.at, t(140.5));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+}
+
+/// A Job deletion seen before the AgentRun event of the write that had already collected it is not a
+/// deletion before collection.
+#[test]
+fn late_agentrun_event_within_settle_time_still_counts_as_collected() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-l");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-l", None, Some(5), t(1.0));
+    h.up(1.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    h.up(1.4, run.clone());
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(10.0));
+    h.up(10.1, job.clone());
+    upstream::job_deleting(&mut job, t(15.0));
+    h.up(15.1, job.clone());
+    upstream::collected_job_runtime(&mut run, &job, t(14.8));
+    h.up(16.0, run.clone());
+    h.tick(30.0);
+    match h.gone("r-job")[..] {
+        [Fact::JobGone { before_collection, .. }] => assert!(!*before_collection),
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// Workflow, two steps; step 2 fails on attempt 1 and is retried; TTL patched after each collection.
+#[test]
+fn workflow_with_a_retried_step() {
+    let mut h = Harness::new();
+    let spec = RunSpec::workflow("agents", "wf", "run-w", &["plan", "implement"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+
+    let s1 = StepRef { index: 1, name: "plan".into(), attempt: 1 };
+    let mut j1 = upstream::job(&run, "j1", Some(&s1), None, t(1.0));
+    h.up(1.0, j1.clone());
+    upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
+    h.up(1.1, run.clone());
+    upstream::job_started(&mut j1, t(1.0));
+    upstream::job_finished(&mut j1, false, t(60.0));
+    h.up(60.0, j1.clone());
+    upstream::step_collected(&mut run, 1, "plan", &j1, false, t(62.0));
+    h.up(62.0, run.clone());
+    j1.spec.ttl_seconds_after_finished = Some(600);
+    h.up(62.1, j1.clone());
+
+    let s2a1 = StepRef { index: 2, name: "implement".into(), attempt: 1 };
+    let mut j2 = upstream::job(&run, "j2", Some(&s2a1), None, t(63.0));
+    h.up(63.0, j2.clone());
+    upstream::step_running(&mut run, 2, "implement", 1, &j2, t(63.2));
+    h.up(63.2, run.clone());
+    upstream::job_started(&mut j2, t(63.0));
+    upstream::job_finished(&mut j2, true, t(90.0));
+    h.up(90.0, j2.clone());
+    upstream::step_collected(&mut run, 2, "implement", &j2, true, t(91.0));
+    h.up(91.0, run.clone());
+    j2.spec.ttl_seconds_after_finished = Some(600);
+    h.up(91.1, j2.clone());
+
+    let s2a2 = StepRef { attempt: 2, ..s2a1 };
+    let mut j3 = upstream::job(&run, "j3", Some(&s2a2), None, t(101.0));
+    h.up(101.0, j3.clone());
+    upstream::step_running(&mut run, 2, "implement", 2, &j3, t(101.3));
+    h.up(101.3, run.clone());
+    upstream::job_started(&mut j3, t(101.0));
+    upstream::job_finished(&mut j3, false, t(200.0));
+    h.up(200.0, j3.clone());
+    upstream::step_collected(&mut run, 2, "implement", &j3, false, t(201.0));
+    upstream::workflow_finished(&mut run, false, t(201.0));
+    h.up(201.0, run.clone());
+    j3.spec.ttl_seconds_after_finished = Some(600);
+    h.up(201.1, j3.clone());
+
+    // Attempt 2's submit phase starts at the Retrying write that consumed attempt 1 (it includes the backoff).
+    assert_eq!(h.phases("wf-step-2-attempt-2")[0], (Phase::Submit, t(91.0), t(101.0)));
+    // Step 2 attempt 1 starts when step 1 was collected.
+    assert_eq!(h.phases("wf-step-2-attempt-1")[0], (Phase::Submit, t(62.0), t(63.0)));
+    assert_eq!(h.collected("wf-step-2-attempt-1")[0].2, CollectOutcome::Failed);
+    assert_eq!(h.collected("wf-step-2-attempt-2")[0].1, t(201.0));
+    let steps: Vec<_> = h
+        .facts()
+        .filter_map(|f| match f {
+            Fact::StepFinished { index, name, start, end, failed, .. } => {
+                Some((*index, name.to_string(), start.at, end.at, *failed))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![(1, "plan".into(), t(0.0), t(62.0), false), (2, "implement".into(), t(62.0), t(201.0), false)]
+    );
+    match h.roots()[..] {
+        [Fact::RunFinished { end, outcome, .. }] => {
+            assert_eq!(end.at, t(201.0));
+            assert_eq!(*outcome, Some(RunOutcome::Succeeded));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    let keys: Vec<_> = h
+        .facts()
+        .filter_map(|f| match f {
+            Fact::JobPhase { job, phase: Phase::Submit, .. } => job.step.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            StepKey { index: 1, iteration: None, attempt: 1 },
+            StepKey { index: 2, iteration: None, attempt: 1 },
+            StepKey { index: 2, iteration: None, attempt: 2 }
+        ]
+    );
+}
+
+/// Workflow incident: step 2's Job (TTL at creation) is deleted before collection; WorkflowJobMissing.
+#[test]
+fn workflow_job_missing() {
+    let mut h = Harness::new();
+    let spec = RunSpec::workflow("agents", "wf", "run-wm", &["plan", "implement"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let s2 = StepRef { index: 2, name: "implement".into(), attempt: 1 };
+    let mut j = upstream::job(&run, "jm", Some(&s2), Some(60), t(10.0));
+    h.up(10.0, j.clone());
+    upstream::step_running(&mut run, 2, "implement", 1, &j, t(10.3));
+    h.up(10.3, run.clone());
+    upstream::job_started(&mut j, t(10.0));
+    upstream::job_finished(&mut j, false, t(100.0));
+    h.up(100.0, j.clone());
+    upstream::job_deleting(&mut j, t(160.0));
+    h.up(160.1, j.clone());
+    h.del(160.5, j.clone());
+    upstream::step_job_missing(&mut run, 2, "implement", false, t(161.0));
+    h.up(161.0, run.clone());
+    h.tick(170.0);
+
+    match h.gone("wf-step-2-attempt-1")[..] {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, .. }] => {
+            // The WorkflowJobMissing write came within the settle time, so the negative margin was recorded
+            // (and counted as exceeded) first; the deletion does not count it twice.
+            assert_eq!((*before_collection, *by_ttl, *exceeded), (true, true, false));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(h.collected("wf-step-2-attempt-1")[0].2, CollectOutcome::Missing);
+    let (margin, _, exceeded) = h.margins("wf-step-2-attempt-1")[0];
+    assert!((margin - (60.0 - 61.0)).abs() < 1e-9);
+    assert!(exceeded);
+    let step_missing = h.facts().find_map(|f| match f {
+        Fact::StepFinished { index: 2, failed, missing, .. } => Some((*failed, missing.clone())),
+        _ => None,
+    });
+    assert_eq!(step_missing, Some((true, vec![MissingEvent { at: t(161.0), reason: "WorkflowJobMissing".into() }])));
+    match h.roots()[..] {
+        [Fact::RunFinished { reason, missing, .. }] => {
+            assert_eq!(reason.as_deref(), Some("WorkflowJobMissing"));
+            assert_eq!(missing.len(), 1);
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// A Job deleted by hand while running: deleted before collection, its `job.run` ends at the deletion.
+#[test]
+fn unfinished_job_deleted_counts_as_deleted_before_collection() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-u");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-u", None, None, t(1.0));
+    upstream::job_started(&mut job, t(2.0));
+    h.up(2.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    h.up(2.1, run.clone());
+    h.del(50.0, job);
+    match h.gone("r-job")[..] {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, finished, started, deleted, .. }] => {
+            assert!(*before_collection);
+            assert!(!*by_ttl && !*exceeded);
+            assert!(finished.is_none());
+            assert_eq!(started.map(|s| s.at), Some(t(2.0)));
+            assert_eq!((deleted.at, deleted.source), (t(50.0), TimeSource::Observed));
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// The Job vanished while the watch was down: the relist that follows detects it, time unknown.
+#[test]
+fn relist_gap_detects_a_vanished_job() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-g");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-g", None, Some(30), t(1.0));
+    upstream::job_started(&mut job, t(1.0));
+    h.up(1.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    h.up(1.4, run.clone());
+    upstream::job_finished(&mut job, false, t(20.0));
+    h.up(20.0, job.clone());
+    // 410 Gone; the relist no longer contains the Job.
+    h.change(200.0, Change::RelistBegin { kind: Kind::Job, namespace: Some("agents".into()) });
+    h.change(200.1, Change::RelistEnd { kind: Kind::Job, namespace: Some("agents".into()) });
+    h.tick(210.0);
+    match h.gone("r-job")[..] {
+        [Fact::JobGone { before_collection, deleted, by_ttl, .. }] => {
+            assert!(*before_collection);
+            assert!(*by_ttl, "deleted some time after finish + TTL");
+            assert_eq!((deleted.at, deleted.source), (t(200.1), TimeSource::UnknownGap));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    // A relist that still contains the object changes nothing.
+    let mut other = Harness::new();
+    other.up(0.0, run.clone());
+    other.up(1.0, job.clone());
+    other.change(5.0, Change::RelistBegin { kind: Kind::Job, namespace: None });
+    other.up(5.1, job.clone());
+    other.change(5.2, Change::RelistEnd { kind: Kind::Job, namespace: None });
+    other.tick(100.0);
+    assert!(other.gone("r-job").is_empty());
+}
+
+/// After a restart, what already happened is exported again (same ids downstream) but not counted.
+#[test]
+fn restart_exports_history_as_spans_but_does_not_count_it() {
+    let mut h = Harness::with(TrackerConfig { count_since: t(300.0), settle_ms: 5_000, ..TrackerConfig::default() });
+    let spec = RunSpec::job("agents", "r", "run-r");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    let mut job = upstream::job(&run, "job-r", None, None, t(1.0));
+    upstream::submitted(&mut run, &job, t(1.4));
+    upstream::job_started(&mut job, t(1.0));
+    // The first list after the restart at t=300.
+    h.change(300.0, Change::RelistBegin { kind: Kind::AgentRun, namespace: None });
+    h.up(300.0, run.clone());
+    h.change(300.0, Change::RelistEnd { kind: Kind::AgentRun, namespace: None });
+    h.up(300.1, job.clone());
+    upstream::job_finished(&mut job, false, t(400.0));
+    h.up(400.0, job.clone());
+    let submit = h.out.iter().find(|e| matches!(e.fact, Fact::JobPhase { phase: Phase::Submit, .. })).unwrap();
+    assert!(submit.exported && !submit.counted);
+    let run_phase = h.out.iter().find(|e| matches!(e.fact, Fact::JobPhase { phase: Phase::Run, .. })).unwrap();
+    assert!(run_phase.exported && run_phase.counted);
+}
+
+#[test]
+fn backfill_window_exports_nothing_for_long_finished_runs() {
+    let cfg = TrackerConfig { count_since: t(100_000.0), backfill_window_ms: Some(3_600_000), ..TrackerConfig::default() };
+    let mut h = Harness::with(cfg);
+    let spec = RunSpec::job("agents", "old", "run-old");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    let mut job = upstream::job(&run, "job-old", None, None, t(1.0));
+    upstream::submitted(&mut run, &job, t(1.4));
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(50.0));
+    upstream::collected_job_runtime(&mut run, &job, t(51.0));
+    h.up(100_000.0, run);
+    h.up(100_000.0, job);
+    assert!(h.out.iter().all(|e| !e.exported));
+    assert!(
+        h.out
+            .iter()
+            .filter(|e| !matches!(e.fact, Fact::SeriesSeen { .. } | Fact::RunComplete { .. }))
+            .all(|e| !e.counted)
+    );
+}
+
+#[test]
+fn collected_job_without_ttl_shows_after_the_grace_period() {
+    let cfg = TrackerConfig { ttl_grace_ms: 60_000, settle_ms: 5_000, ..TrackerConfig::default() };
+    let mut h = Harness::with(cfg);
+    let spec = RunSpec::job("agents", "r", "run-n");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-n", None, None, t(1.0));
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(10.0));
+    h.up(10.0, job.clone());
+    upstream::submitted(&mut run, &job, t(1.4));
+    upstream::collected_job_runtime(&mut run, &job, t(11.0));
+    h.up(11.0, run);
+    assert_eq!(h.tracker.gauges(t(60.0)).namespaces["agents"].jobs_without_ttl, 0);
+    assert_eq!(h.tracker.gauges(t(72.0)).namespaces["agents"].jobs_without_ttl, 1);
+    h.tick(20.0);
+    assert_eq!(h.collected("r-job")[0].3, None, "job.collect was emitted after the settle wait, without TTL");
+}
+
+#[test]
+fn gauges_use_the_ttl_the_controller_will_patch() {
+    let cfg = TrackerConfig { default_job_ttl: 86_400, ..TrackerConfig::default() };
+    let mut h = Harness::with(cfg);
+    let spec = RunSpec { retention: Some(604_800), ..RunSpec::job("agents", "a", "run-a") };
+    let run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-a", None, None, t(1.0));
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(100.0));
+    h.up(100.0, job);
+    let spec_b = RunSpec { job_ttl: Some(10), ..RunSpec::job("agents", "b", "run-b") };
+    h.up(0.0, upstream::agentrun(&spec_b, t(0.0)));
+    let g = h.tracker.gauges(t(200.0));
+    let ns = &g.namespaces["agents"];
+    // Run b's override of 10 s is raised to the controller's floor of 30 s.
+    assert_eq!(ns.job_ttl, Some((86_400, 86_400)));
+    assert_eq!(ns.ttl_margin_remaining, Some(86_400.0 - 100.0));
+    assert_eq!(ns.retention, Some((604_800, 2_592_000)));
+    assert_eq!(controller_job_ttl(Some("10")), 30);
+    assert_eq!(controller_job_ttl(Some("0")), 30);
+    assert_eq!(controller_job_ttl(Some("-5")), 600);
+    assert_eq!(controller_job_ttl(Some("x")), 600);
+    assert_eq!(controller_job_ttl(Some("99999999")), 604_800);
+    assert_eq!(controller_job_ttl(None), 600);
+}
+
+#[test]
+fn foreign_and_unlabelled_objects_are_ignored() {
+    let mut h = Harness::new();
+    let mut job = Job::default();
+    job.metadata.name = Some("tool-job".into());
+    job.metadata.namespace = Some("agents".into());
+    job.metadata.uid = Some("x".into());
+    h.up(0.0, job);
+    let spec = RunSpec { runtime: Runtime::Job, ..RunSpec::job("agents", "t", "run-t") };
+    let mut temporal = upstream::agentrun(&spec, t(0.0));
+    temporal.spec.runtime.as_mut().unwrap().type_ = "temporal".into();
+    h.up(0.0, temporal);
+    assert!(h.out.is_empty());
+    assert_eq!(h.tracker.gauges(t(1.0)).tracked_jobs, 0);
+}
+
+#[test]
+fn clamping_keeps_children_inside_parents() {
+    // Job timestamps (whole seconds) before the AgentRun's millisecond status times.
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "c", "run-c");
+    let mut run = upstream::agentrun(&spec, t(5.0));
+    h.up(5.0, run.clone());
+    // A clock-skewed Job created "before" the run.
+    let mut job = upstream::job(&run, "job-c", None, None, t(4.0));
+    upstream::job_started(&mut job, t(3.0));
+    h.up(5.5, job.clone());
+    upstream::submitted(&mut run, &job, t(5.2));
+    h.up(5.6, run.clone());
+    let p = h.phases("c-job");
+    assert_eq!(p[0], (Phase::Submit, t(5.0), t(5.0)));
+    assert_eq!(p[1], (Phase::Pending, t(5.0), t(5.0)));
+    let clamped = h.facts().any(|f| matches!(f, Fact::JobPhase { end, .. } if end.clamped));
+    assert!(clamped);
+}
+
+#[test]
+fn step_keys_parse_from_names_and_labels() {
+    let mut h = Harness::new();
+    let spec = RunSpec::workflow("agents", "loop-run", "run-lp", &["iterate"]);
+    let run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "jl", Some(&StepRef { index: 1, name: "iterate".into(), attempt: 1 }), None, t(1.0));
+    job.metadata.name = Some("loop-run-step-1-iter-3-attempt-2".into());
+    job.metadata.labels.as_mut().unwrap().insert(LABEL_STEP_ITERATION.into(), "3".into());
+    h.up(1.0, job);
+    let key = h.facts().find_map(|f| match f {
+        Fact::JobPhase { job, .. } => job.step.clone(),
+        _ => None,
+    });
+    assert_eq!(key, Some(StepKey { index: 1, iteration: Some(3), attempt: 2 }));
+}

@@ -1,0 +1,130 @@
+//! Millisecond timestamps. Kubernetes object times have 1 s resolution and AgentRun status times 1 ms, so
+//! milliseconds lose nothing and keep every tracked time in eight bytes.
+
+use std::{fmt, time::SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub i64);
+
+impl Ts {
+    pub fn from_time(t: &Time) -> Self {
+        Ts(t.0.as_millisecond())
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        s.parse::<jiff::Timestamp>().ok().map(|t| Ts(t.as_millisecond()))
+    }
+
+    pub fn now() -> Self {
+        Ts(jiff::Timestamp::now().as_millisecond())
+    }
+
+    pub fn from_secs(secs: i64) -> Self {
+        Ts(secs * 1000)
+    }
+
+    pub fn add_secs(self, secs: i64) -> Self {
+        Ts(self.0 + secs * 1000)
+    }
+
+    pub fn add_millis(self, ms: i64) -> Self {
+        Ts(self.0 + ms)
+    }
+
+    /// Seconds from `earlier` to `self` (negative when `earlier` is later).
+    pub fn secs_since(self, earlier: Ts) -> f64 {
+        (self.0 - earlier.0) as f64 / 1000.0
+    }
+
+    pub fn to_system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.0 as u64)
+        } else {
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(self.0.unsigned_abs())
+        }
+    }
+
+    pub fn to_time(self) -> Time {
+        Time(jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+    }
+}
+
+impl fmt::Display for Ts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match jiff::Timestamp::from_millisecond(self.0) {
+            Ok(t) => write!(f, "{t:.3}"),
+            Err(_) => write!(f, "{}ms", self.0),
+        }
+    }
+}
+
+/// Where a span end's time came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeSource {
+    /// The object's own timestamp.
+    #[default]
+    Object,
+    /// When the exporter saw the change; the object carried no timestamp for it.
+    Observed,
+    /// The object vanished while no watch was running; only an upper bound is known.
+    UnknownGap,
+}
+
+impl TimeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeSource::Object => "object",
+            TimeSource::Observed => "observed",
+            TimeSource::UnknownGap => "unknown_gap",
+        }
+    }
+}
+
+/// A lifecycle time with its provenance, after clamping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub at: Ts,
+    pub source: TimeSource,
+    /// Raised by the clamping rules because the raw time lay before an earlier lifecycle point.
+    pub clamped: bool,
+}
+
+impl Stamp {
+    pub fn object(at: Ts) -> Self {
+        Stamp { at, source: TimeSource::Object, clamped: false }
+    }
+
+    pub fn observed(at: Ts) -> Self {
+        Stamp { at, source: TimeSource::Observed, clamped: false }
+    }
+
+    /// This stamp, raised to `floor` if it lies before it.
+    pub fn not_before(self, floor: Ts) -> Self {
+        if self.at < floor { Stamp { at: floor, clamped: true, ..self } } else { self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_second_and_millisecond_times() {
+        assert_eq!(Ts::parse("2026-08-20T12:00:01Z"), Some(Ts(1_787_227_201_000)));
+        assert_eq!(Ts::parse("2026-08-20T12:00:01.412Z"), Some(Ts(1_787_227_201_412)));
+        assert_eq!(Ts::parse("yesterday"), None);
+    }
+
+    #[test]
+    fn clamping_raises_and_marks() {
+        let s = Stamp::object(Ts(1000)).not_before(Ts(1500));
+        assert_eq!(s.at, Ts(1500));
+        assert!(s.clamped);
+        let s = Stamp::object(Ts(2000)).not_before(Ts(1500));
+        assert_eq!(s.at, Ts(2000));
+        assert!(!s.clamped);
+    }
+}
