@@ -123,6 +123,11 @@ def allowed_series(metrics: dict[str, Metric]) -> dict[str, set[str]]:
     return out
 
 
+def domain_counters(metrics: dict[str, Metric]) -> dict[str, set[str]]:
+    """Counters about AgentRuns (those with a namespace label), not the exporter's own."""
+    return {m.name: m.labels for m in metrics.values() if m.type == "counter" and "namespace" in m.labels}
+
+
 def parse_rules(path: Path) -> set[str]:
     if not path.exists():
         return set()
@@ -146,6 +151,8 @@ class Selector:
     window: str | None = None
     in_aggregation: bool = False
     function: str | None = None
+    # enclosing aggregations, innermost first: (operator, by-labels or None)
+    aggregations: list[tuple[str, frozenset[str] | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -176,7 +183,9 @@ def scan(expr: str) -> Scan:
     variables: set[str] = set()
     windows: list[tuple[str | None, str]] = []
     stack: list[str] = []  # what each open paren belongs to
+    aggs: list[tuple[str, frozenset[str] | None] | None] = []  # parallel to stack
     pending: str | None = None  # function / aggregator waiting for its "("
+    pending_agg: tuple[str, frozenset[str] | None] | None = None
     i = 0
 
     def nxt(j):
@@ -189,6 +198,7 @@ def scan(expr: str) -> Scan:
         if kind == "ident":
             low = val.lower()
             if low in MODIFIERS:
+                labels = []
                 if nxt(i + 1)[1] == "(":
                     depth, i = 0, i + 1
                     while i < len(toks):
@@ -198,7 +208,13 @@ def scan(expr: str) -> Scan:
                             depth -= 1
                             if depth == 0:
                                 break
+                        elif toks[i][0] == "ident":
+                            labels.append(toks[i][1])
                         i += 1
+                if low == "by" and pending == "agg" and pending_agg:
+                    pending_agg = (pending_agg[0], frozenset(labels))
+                elif low == "without" and pending == "agg" and pending_agg:
+                    pending_agg = (pending_agg[0], None)
                 i += 1
                 continue
             if low in KEYWORDS:
@@ -206,6 +222,7 @@ def scan(expr: str) -> Scan:
                 continue
             if low in AGGREGATORS and nxt(i + 1)[1].lower() in ("(", "by", "without"):
                 pending = "agg"
+                pending_agg = (low, frozenset() if nxt(i + 1)[1] == "(" else None)
                 i += 1
                 continue
             if nxt(i + 1)[1] == "(":
@@ -233,6 +250,7 @@ def scan(expr: str) -> Scan:
                 sel.window = nxt(i)[1][1:-1].strip()
                 i += 1
             sel.in_aggregation = "agg" in stack
+            sel.aggregations = [a for a in reversed(aggs) if a is not None]
             sel.function = stack[-1] if stack else None
             if sel.window is not None:
                 windows.append((sel.function, sel.window))
@@ -242,12 +260,15 @@ def scan(expr: str) -> Scan:
             errors.append("selector without a metric name")
         elif kind == "op" and val == "(":
             stack.append(pending or "group")
+            aggs.append(pending_agg if pending == "agg" else None)
             pending = None
+            pending_agg = None
         elif kind == "op" and val == ")":
             if not stack:
                 errors.append("unbalanced )")
             else:
                 stack.pop()
+                aggs.pop()
         elif kind == "range":
             windows.append((stack[-1] if stack else None, val[1:-1].strip()))
             errors.append(f"range {val} not directly after a selector (subquery?)")
@@ -398,8 +419,11 @@ def check_panels(d: dict) -> list[str]:
     return pr
 
 
-def check_queries(d: dict, series: dict[str, set[str]], metric_labels: dict[str, set[str]],
+def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[str]],
                   rules: set[str]) -> list[str]:
+    """`dedupe`: domain counters -> their documented labels. Every exporter
+    replica counts the same events, so a counter's rate/increase must first be
+    combined with `max by (<all its labels>)` before it is summed."""
     pr = []
     var_names = {v.get("name") for v in d.get("templating", {}).get("list", [])} | BUILTIN_VARS
     for p in panels_of(d):
@@ -442,6 +466,11 @@ def check_queries(d: dict, series: dict[str, set[str]], metric_labels: dict[str,
                 if not s.in_aggregation:
                     pr.append(f"{where}: {s.metric} is not inside an aggregation (job/instance/otel_scope_* "
                               f"labels would leak)")
+                elif s.metric in dedupe and s.window is not None:
+                    op, by = s.aggregations[0] if s.aggregations else ("", None)
+                    if op != "max" or by is None or not dedupe[s.metric] <= by:
+                        pr.append(f"{where}: {s.metric}: combine exporter replicas first with max by "
+                                  f"({', '.join(sorted(dedupe[s.metric]))}) around the rate/increase")
             for fn, w in sc.windows:
                 if w not in ALLOWED_WINDOWS:
                     pr.append(f"{where}: window [{w}] in {fn or 'selector'}; use [$__rate_interval] "
@@ -497,21 +526,26 @@ def check_generated() -> list[str]:
     return pr
 
 
-def self_test(series: dict[str, set[str]]) -> list[str]:
+def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[str]:
     """The query checks must catch what they are for: each broken query below
     must be flagged with the given fragment, and the good ones not at all."""
     f = 'cluster=~"$cluster", namespace=~"$namespace"'
     good = [
-        f'sum by (namespace) (rate(agentrun_runs_total{{{f}}}[$__rate_interval]))',
+        f'sum by (namespace) (max by (cluster, namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
+        f'sum(max by (namespace, runtime, reason) (increase(agentrun_job_missing_total{{{f}}}[$__range])))',
         f'histogram_quantile(0.9, sum by (le, phase) (rate(agentrun_job_phase_duration_seconds_bucket{{{f}}}[$__rate_interval])))',
-        f'sum(increase(agentrun_job_missing_total{{{f}}}[$__range])) or vector(0)',
+        f'sum(rate(agentrun_job_ttl_margin_seconds_count{{{f}}}[$__range])) or vector(0)',
         f'max by (namespace) (rule:x{{{f}}})\nor\nmax by (namespace) (agentrun_job_ttl_seconds{{{f}, stat="min"}})',
         'sum(rate(agentrun_exporter_spans_dropped_total{cluster=~"$cluster"}[$__rate_interval]))',
         f'min by (namespace) (agentrun_job_ttl_seconds{{{f}}})\n- on (namespace)\nsum(agentrun_jobs_without_ttl{{{f}}}) by (namespace)',
     ]
     bad = [
         (f'rate(agentrun_runs_total{{{f}}}[$__rate_interval])', "not inside an aggregation"),
-        (f'sum(rate(agentrun_runs_total{{{f}}}[5m]))', "window [5m]"),
+        (f'sum(max by (namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[5m])))', "window [5m]"),
+        (f'sum by (namespace) (rate(agentrun_runs_total{{{f}}}[$__rate_interval]))', "combine exporter replicas"),
+        (f'sum(max by (namespace, runtime) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
+         "combine exporter replicas"),
+        (f'sum(max without (job) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))', "combine exporter replicas"),
         (f'sum(agentrun_runs_totals{{{f}}})', "neither in docs/telemetry.md"),
         ('sum(agentrun_runs_total{namespace=~"$namespace"})', 'lacks cluster=~"$cluster"'),
         ('sum(agentrun_runs_total{cluster=~"$cluster"})', 'lacks namespace=~"$namespace"'),
@@ -527,7 +561,7 @@ def self_test(series: dict[str, set[str]]) -> list[str]:
         d = {"templating": {"list": [{"name": "cluster"}, {"name": "namespace"}]},
              "panels": [{"type": "timeseries", "title": "t", "datasource": {"uid": PROM_UID},
                          "targets": [{"refId": "A", "expr": e, "datasource": {"uid": PROM_UID}} for e in exprs]}]}
-        return check_queries(d, series, {}, rules)
+        return check_queries(d, series, dedupe, rules)
 
     for e in good:
         got = run([e])
@@ -570,7 +604,7 @@ def run_static(res: Results) -> dict[str, dict]:
     res.check("docs/telemetry.md lists metrics", [] if metrics else ["no metric table found"])
     series = allowed_series(metrics)
     rules = parse_rules(RULES)
-    res.check("query checks catch broken queries (self-test)", self_test(series))
+    res.check("query checks catch broken queries (self-test)", self_test(series, domain_counters(metrics)))
     print(f"     ({len(metrics)} metrics catalogued, {len(rules)} recording rules in "
           f"{RULES.relative_to(ROOT)}{'' if RULES.exists() else ' (file absent)'})")
     dashes = load_dashboards(res)
@@ -578,7 +612,7 @@ def run_static(res: Results) -> dict[str, dict]:
         res.check(f"{name}: uid, title, tags, links, time zone, refresh, variables", check_shell(name, d))
         res.check(f"{name}: panels have ids, layout, data sources, exemplars off", check_panels(d))
         res.check(f"{name}: queries use catalogued metrics and labels, filters, aggregation, windows",
-                  check_queries(d, series, {m.name: m.labels for m in metrics.values()}, rules))
+                  check_queries(d, series, domain_counters(metrics), rules))
         res.check(f"{name}: trace links decode to Explore queries", check_links(d))
     res.check("rendered JSON is up to date with generate.py", check_generated())
     return dashes

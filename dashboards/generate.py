@@ -57,23 +57,44 @@ CONFIG = {
     # WorkflowJobMissing. Offered as a dashboard variable; this is the default.
     "slo_objectives_percent": ["99", "99.5", "99.9", "99.95", "99.99"],
     "slo_objective_default": "99.9",
-    # A TTL margin below this is shown orange (and trace links look for it).
-    "ttl_margin_warning_seconds": 120,
+    # Thresholds, as in the alerts (deploy/chart/values.yaml `alerts.thresholds`):
+    # remaining TTL margin warning / critical, oldest uncollected Job.
+    "ttl_margin_warning_seconds": 300,
+    "ttl_margin_critical_seconds": 60,
+    "awaiting_collection_max_age_seconds": 600,
     # Recording rules from alerts/agentrun-lifecycle.rules.yaml. Every panel
     # that uses one also works from raw metrics (an `or` fallback, or a
     # second target).
     "rules": {
-        "ttl_recommended_min": "namespace:agentrun_job_ttl_recommended_min_seconds:p99_1d",
+        "ttl_recommended_min": "namespace:agentrun_job_ttl_recommended_min_seconds:histogram_quantile",
         "missing_ratio": "namespace:agentrun_job_missing:ratio_rate{window}",
-        "missing_ratio_windows": ["5m", "1h", "6h"],
+        # Recorded windows shown on the error-ratio panel, and the burn-rate
+        # alert pairs (long window, factor) shown on the burn-rate panel.
+        "missing_ratio_windows": ["1h", "6h", "1d", "3d"],
+        "burn_rates": [["1h", 14.4], ["6h", 6], ["1d", 3], ["3d", 1]],
     },
-    # Raw fallback of the recommended minimum TTL: the p99 collection delay
-    # times this factor plus this headroom (must match the recording rule).
-    "ttl_recommended_factor": 2,
-    "ttl_recommended_headroom_seconds": 60,
+    # The recommended minimum Job TTL (alerts.recommendedTtl): max(quantile of
+    # the collection delay * factor, min). The rule uses a 1d window; the raw
+    # fallback uses the dashboard's time range.
+    "ttl_recommended": {"quantile": 0.99, "factor": 3, "min_seconds": 30},
 }
 
 PROM_DS = {"type": "prometheus", "uid": "${datasource}"}
+
+# Labels of the domain counters (docs/telemetry.md); check.py verifies that the
+# de-duplicating `max by` keeps all of them.
+COUNTER_LABELS = {
+    "agentrun_runs_total": ("namespace", "runtime", "outcome"),
+    "agentrun_job_missing_total": ("namespace", "runtime", "reason"),
+    "agentrun_job_deleted_before_collection_total": ("namespace", "runtime"),
+    "agentrun_job_ttl_margin_exceeded_total": ("namespace", "runtime", "ttl_applied"),
+}
+HISTOGRAM_LABELS = {
+    "agentrun_job_collection_delay_seconds": ("namespace", "runtime", "outcome"),
+    "agentrun_job_ttl_margin_seconds": ("namespace", "runtime", "ttl_applied"),
+    "agentrun_job_ttl_deletion_lag_seconds": ("namespace",),
+    "agentrun_job_phase_duration_seconds": ("namespace", "runtime", "phase"),
+}
 
 
 # --------------------------------------------------------------------------
@@ -117,6 +138,24 @@ class Q:
     def increase(self, sel: str, window: str = "$__rate_interval") -> str:
         return f"increase({sel}[{window}])"
 
+    def counter(self, metric: str, labels=(), *matchers: str, fn: str = "increase",
+                window: str = "$__rate_interval", ns: bool = True) -> str:
+        """Sum of a domain counter's rate/increase by `labels`, de-duplicated
+        first: with one exporter per controller replica every exporter counts
+        the same events, so series that differ only in job/instance/otel_scope_*
+        are combined with max over the counter's full label set, then summed."""
+        full = ", ".join([self.cl, *COUNTER_LABELS[metric]])
+        inner = f"max by ({full}) ({fn}({self.sel(metric, *matchers, ns=ns)}[{window}]))"
+        return self.agg("sum", labels, inner)
+
+    def buckets(self, metric: str, *matchers: str) -> str:
+        """Observations per bucket and interval, for a heatmap: de-duplicated
+        across exporters like counters (quantiles need no de-duplication, as
+        every exporter sees the same distribution)."""
+        full = ", ".join([self.cl, *HISTOGRAM_LABELS[metric], "le"])
+        inner = f"max by ({full}) (increase({self.sel(metric + '_bucket', *matchers)}[$__rate_interval]))"
+        return self.agg("sum", ("le",), inner)
+
     def hq(self, q: float, metric: str, labels=(), *matchers: str, window: str = "$__rate_interval") -> str:
         inner = self.agg("sum", ("le", *labels), self.rate(self.sel(f"{metric}_bucket", *matchers), window))
         return f"histogram_quantile({q}, {inner})"
@@ -126,19 +165,20 @@ class Q:
     def ttl_recommended(self, labels=("namespace",), window: str = "$__range") -> str:
         """Recommended minimum Job TTL: the recording rule where it exists,
         else the same formula from the raw histogram over the dashboard range."""
+        rt = self.cfg["ttl_recommended"]
         rule = self.agg("max", labels, self.sel(self.cfg["rules"]["ttl_recommended_min"]))
         raw = (
-            f"{self.cfg['ttl_recommended_factor']} * "
-            + self.hq(0.99, "agentrun_job_collection_delay_seconds", labels, window=window)
-            + f" + {self.cfg['ttl_recommended_headroom_seconds']}"
+            "clamp_min(\n  "
+            + self.hq(rt["quantile"], "agentrun_job_collection_delay_seconds", labels, window=window)
+            + f"\n  * {rt['factor']},\n  {rt['min_seconds']}\n) >= 0"
         )
         return f"{rule}\nor\n{raw}"
 
     def missing_ratio_raw(self, labels=("namespace",), window: str = "$__rate_interval") -> str:
         """Missing-Job error ratio from raw counters. A namespace with runs but
         no missing-Job series yet counts as 0, not as "no data"."""
-        runs = self.agg("sum", labels, self.increase(self.sel("agentrun_runs_total"), window))
-        missing = self.agg("sum", labels, self.increase(self.sel("agentrun_job_missing_total"), window))
+        runs = self.counter("agentrun_runs_total", labels, window=window)
+        missing = self.counter("agentrun_job_missing_total", labels, window=window)
         return f"(\n  {missing}\n  or\n  0 * {runs}\n)\n/\n{runs}"
 
 
@@ -570,25 +610,25 @@ def lifecycle(cfg: dict) -> dict:
     # ---- Runs -------------------------------------------------------------
     L.row("Runs")
     L.add(stat("Runs finished", "AgentRuns that reached a terminal phase in the time range.",
-               [prom_target(f"sum({q.increase(sel('agentrun_runs_total'), '$__range')})", "runs", "A",
+               [prom_target(q.counter("agentrun_runs_total", window="$__range"), "runs", "A",
                             instant=True)],
                decimals=0, no_value="0"), 4, 4)
     L.add(stat("Run success ratio", "Succeeded runs / finished runs in the time range.",
                [prom_target(
-                   "sum(" + q.increase(sel("agentrun_runs_total", 'outcome="succeeded"'), "$__range") + ")\n/\n"
-                   f"sum({q.increase(sel('agentrun_runs_total'), '$__range')})", "success", "A", instant=True)],
+                   q.counter("agentrun_runs_total", (), 'outcome="succeeded"', window="$__range") + "\n/\n"
+                   + q.counter("agentrun_runs_total", window="$__range"), "success", "A", instant=True)],
                unit="percentunit", decimals=1,
                th=thresholds(("red", None), ("orange", 0.9), ("green", 0.98))), 4, 4)
     L.add(stat("Runs ended JobMissing", "Runs that ended with reason JobMissing or WorkflowJobMissing in the "
                "time range (agentrun_job_missing_total).",
-               [prom_target(f"sum({q.increase(sel('agentrun_job_missing_total'), '$__range')})", "missing", "A",
+               [prom_target(q.counter("agentrun_job_missing_total", window="$__range"), "missing", "A",
                             instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1)),
                links=[tr.link("Traces of runs that ended JobMissing", "agentrun", Traces.VAR_NS,
                               ['span.agentrun.reason =~ "JobMissing|WorkflowJobMissing"'], {"error": "true"})]), 4, 4)
     L.add(stat("Jobs deleted before collection", "Jobs that disappeared before the AgentRun or step status "
                "consumed them, in the time range.",
-               [prom_target(f"sum({q.increase(sel('agentrun_job_deleted_before_collection_total'), '$__range')})",
+               [prom_target(q.counter("agentrun_job_deleted_before_collection_total", window="$__range"),
                             "deleted", "A", instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1))), 4, 4)
     L.add(stat("Jobs awaiting collection", "Finished Jobs whose status was not consumed yet (now).",
@@ -596,14 +636,14 @@ def lifecycle(cfg: dict) -> dict:
                             "awaiting", "A", instant=True)],
                decimals=0, no_value="0"), 4, 4)
     L.add(stat("Oldest Job awaiting collection", "Age since it finished of the oldest Job whose status was "
-               "not consumed yet (now), against the TTL margin warning.",
+               "not consumed yet (now); orange above the collection-stalled alert threshold.",
                [prom_target(f"max({q.agg('max', ('namespace',), sel('agentrun_job_awaiting_collection_max_age_seconds'))})",
                             "max age", "A", instant=True)],
                unit="s", no_value="0",
-               th=thresholds(("green", None), ("orange", cfg["ttl_margin_warning_seconds"]))), 4, 4)
+               th=thresholds(("green", None), ("orange", cfg["awaiting_collection_max_age_seconds"]))), 4, 4)
 
     L.add(timeseries("Runs finished by outcome", "Rate (runs/s) of AgentRuns reaching a terminal phase, by outcome.",
-                     [prom_target(q.agg("sum", ("outcome",), q.rate(sel("agentrun_runs_total"))),
+                     [prom_target(q.counter("agentrun_runs_total", ("outcome",), fn="rate"),
                                   lg("{{outcome}}"), "A")],
                      unit="short", stack=True, min_=0,
                      overrides=[
@@ -618,7 +658,7 @@ def lifecycle(cfg: dict) -> dict:
     L.add(timeseries("Runs finished by namespace and runtime",
                      "Rate (runs/s) of AgentRuns reaching a terminal phase, by namespace and runtime "
                      "(job or workflow). Click a series for its traces.",
-                     [prom_target(q.agg("sum", ("namespace", "runtime"), q.rate(sel("agentrun_runs_total"))),
+                     [prom_target(q.counter("agentrun_runs_total", ("namespace", "runtime"), fn="rate"),
                                   lg("{{namespace}} {{runtime}}"), "A")],
                      unit="short", min_=0,
                      links=[ns_link("Traces of runs in ${__field.labels.namespace} (${__field.labels.runtime})",
@@ -627,8 +667,8 @@ def lifecycle(cfg: dict) -> dict:
     L.add(timeseries("Failed and cancelled runs by namespace",
                      "Rate (runs/s) of runs that ended Failed or Cancelled. Click a series for the traces of "
                      "failed runs.",
-                     [prom_target(q.agg("sum", ("namespace", "outcome"),
-                                        q.rate(sel("agentrun_runs_total", 'outcome!="succeeded"'))),
+                     [prom_target(q.counter("agentrun_runs_total", ("namespace", "outcome"), 'outcome!="succeeded"',
+                                            fn="rate"),
                                   lg("{{namespace}} {{outcome}}"), "A")],
                      unit="short", min_=0,
                      links=[ns_link("Failed runs in ${__field.labels.namespace}", "agentrun",
@@ -657,11 +697,11 @@ def lifecycle(cfg: dict) -> dict:
                      unit="s", log=True,
                      links=[ns_link("Job runs in ${__field.labels.namespace}", "job.run", [], {})]), 12, 9)
     L.add(heatmap("Job run phase distribution", "Jobs per bucket of the run phase (started -> finished).",
-                  prom_target(q.agg("sum", ("le",), q.increase(sel(f"{ph}_bucket", 'phase="run"'))),
+                  prom_target(q.buckets(ph, 'phase="run"'),
                               "{{le}}", "A", fmt="heatmap")), 12, 8)
     L.add(heatmap("Job pending phase distribution",
                   "Jobs per bucket of the pending phase (created -> started): scheduling and image pulls.",
-                  prom_target(q.agg("sum", ("le",), q.increase(sel(f"{ph}_bucket", 'phase="pending"'))),
+                  prom_target(q.buckets(ph, 'phase="pending"'),
                               "{{le}}", "A", fmt="heatmap")), 12, 8)
 
     # ---- Collection and missing Jobs ---------------------------------------
@@ -685,8 +725,7 @@ def lifecycle(cfg: dict) -> dict:
     L.add(timeseries("Runs ended JobMissing by reason",
                      "Runs that ended with reason JobMissing (job runtime) or WorkflowJobMissing (workflow), "
                      "per interval. Click a bar for the traces of those runs.",
-                     [prom_target(q.agg("sum", ("namespace", "reason"),
-                                        q.increase(sel("agentrun_job_missing_total"))),
+                     [prom_target(q.counter("agentrun_job_missing_total", ("namespace", "reason")),
                                   lg("{{namespace}} {{reason}}"), "A")],
                      unit="short", bars=True, min_=0, decimals=0,
                      links=[ns_link("Runs that ended ${__field.labels.reason} in ${__field.labels.namespace}",
@@ -695,8 +734,7 @@ def lifecycle(cfg: dict) -> dict:
     L.add(timeseries("Jobs deleted before collection",
                      "Jobs that disappeared before their status was consumed, per interval, by namespace and "
                      "runtime. Click a bar for the job.ttl (or job.run, if the Job never finished) spans.",
-                     [prom_target(q.agg("sum", ("namespace", "runtime"),
-                                        q.increase(sel("agentrun_job_deleted_before_collection_total"))),
+                     [prom_target(q.counter("agentrun_job_deleted_before_collection_total", ("namespace", "runtime")),
                                   lg("{{namespace}} {{runtime}}"), "A")],
                      unit="short", bars=True, min_=0, decimals=0,
                      links=[deleted_link(tr, Traces.FIELD_NS, field=True)]), 12, 8)
@@ -720,9 +758,10 @@ def lifecycle(cfg: dict) -> dict:
                [prom_target(f"sum({q.increase(q.sel('agentrun_exporter_spans_exported_total', ns=False), '$__range')})",
                             "exported", "A", instant=True)],
                decimals=0, no_value="0"), 4, 4)
-    L.add(stat("Tracked objects", "Objects held in memory, all resources (now).",
-               [prom_target(f"sum({q.sel('agentrun_exporter_tracked_objects', ns=False)})", "objects", "A",
-                            instant=True)],
+    L.add(stat("Tracked objects", "Objects held in memory by one exporter, all resources (now; the largest "
+               "exporter when several run).",
+               [prom_target("sum(" + q.agg("max", ("resource",), q.sel("agentrun_exporter_tracked_objects", ns=False))
+                            + ")", "objects", "A", instant=True)],
                decimals=0), 4, 4)
     L.add(stat("Malformed watch events", "Watch events that could not be decoded, in the time range.",
                [prom_target(
@@ -739,8 +778,9 @@ def lifecycle(cfg: dict) -> dict:
                                         q.rate(q.sel("agentrun_exporter_watch_errors_total", ns=False))),
                                   lg("{{resource}}"), "A")],
                      unit="short", min_=0), 8, 8)
-    L.add(timeseries("Tracked objects by resource", "AgentRuns, Jobs and Pods held in memory.",
-                     [prom_target(q.agg("sum", ("resource",), q.sel("agentrun_exporter_tracked_objects", ns=False)),
+    L.add(timeseries("Tracked objects by resource", "AgentRuns, Jobs and Pods held in memory by one exporter "
+                     "(the largest when several run).",
+                     [prom_target(q.agg("max", ("resource",), q.sel("agentrun_exporter_tracked_objects", ns=False)),
                                   lg("{{resource}}"), "A")],
                      unit="short", min_=0, decimals=0), 8, 8)
     L.add(timeseries("Spans exported and dropped", "Spans per second accepted by the exporter and lost.",
@@ -795,8 +835,10 @@ def ttl_margin(cfg: dict) -> dict:
     warn = cfg["ttl_margin_warning_seconds"]
     cd = "agentrun_job_collection_delay_seconds"
     mg = "agentrun_job_ttl_margin_seconds"
-    margin_th = thresholds(("red", None), ("orange", 0), ("green", warn))
+    crit = cfg["ttl_margin_critical_seconds"]
+    margin_th = thresholds(("red", None), ("orange", crit), ("green", warn))
     slo_budget = "(1 - $slo_objective / 100)"
+    rt = cfg["ttl_recommended"]
 
     def ns_link(title, span, conds, tags):
         return tr.link(title, span, Traces.FIELD_NS, conds,
@@ -812,8 +854,8 @@ def ttl_margin(cfg: dict) -> dict:
                             "TTL", "A", instant=True)],
                unit="s", no_value="no live Jobs"), 3, 4)
     L.add(stat("Recommended minimum TTL", "Largest recommended minimum Job TTL over the selected namespaces: "
-               f"{cfg['ttl_recommended_factor']} x p99 collection delay + {cfg['ttl_recommended_headroom_seconds']} s "
-               "(recording rule where loaded, else computed over the time range).",
+               f"max(p{rt['quantile'] * 100:g} collection delay x {rt['factor']}, {rt['min_seconds']} s), from the "
+               "recording rule (1d window) where loaded, else computed over the dashboard's time range.",
                [prom_target(f"max(\n{q.ttl_recommended()}\n)", "recommended", "A", instant=True)],
                unit="s"), 3, 4)
     L.add(stat("Collection delay p99", "p99 of Job finished -> status consumed, over the time range.",
@@ -826,13 +868,13 @@ def ttl_margin(cfg: dict) -> dict:
                unit="s", th=margin_th, no_value="no Job at risk"), 3, 4)
     L.add(stat("Deleted before collection", "Jobs that disappeared before their status was consumed, in the "
                "time range.",
-               [prom_target(f"sum({q.increase(sel('agentrun_job_deleted_before_collection_total'), '$__range')})",
+               [prom_target(q.counter("agentrun_job_deleted_before_collection_total", window="$__range"),
                             "deleted", "A", instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1)),
                links=[deleted_link(tr, Traces.VAR_NS, field=False)]), 3, 4)
     L.add(stat("TTL margin exceeded", "Jobs whose TTL margin was below zero in the time range (includes every "
                "Job deleted by its TTL before collection).",
-               [prom_target(f"sum({q.increase(sel('agentrun_job_ttl_margin_exceeded_total'), '$__range')})",
+               [prom_target(q.counter("agentrun_job_ttl_margin_exceeded_total", window="$__range"),
                             "exceeded", "A", instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1)),
                links=[tr.link("Jobs whose TTL margin was exceeded", "job.ttl", Traces.VAR_NS,
@@ -891,17 +933,18 @@ def ttl_margin(cfg: dict) -> dict:
                      [prom_target(q.hq(0.9, cd, ("outcome",)), lg("p90 {{outcome}}"), "A")],
                      unit="s", log=True), 12, 8)
     L.add(heatmap("Collection delay distribution", "Jobs per collection-delay bucket.",
-                  prom_target(q.agg("sum", ("le",), q.increase(sel(f"{cd}_bucket"))), "{{le}}", "A",
+                  prom_target(q.buckets(cd), "{{le}}", "A",
                               fmt="heatmap")), 12, 8)
 
     # ---- TTL margin ------------------------------------------------------------
     L.row("TTL margin")
     L.add(heatmap("TTL margin distribution", "TTL minus collection delay, one sample per Job when both are "
                   "known. Buckets at or below 0 are Jobs whose TTL expired before collection.",
-                  prom_target(q.agg("sum", ("le",), q.increase(sel(f"{mg}_bucket"))), "{{le}}", "A",
+                  prom_target(q.buckets(mg), "{{le}}", "A",
                               fmt="heatmap")), 12, 9)
     L.add(timeseries("TTL margin quantiles", "Low quantiles of the TTL margin (the small margins are the risk): "
-                     "p1, p10 and p50. Below 0 (red) the TTL expired before the status was collected.",
+                     f"p1, p10 and p50. Red below {crit} s, orange below {warn} s (the alert thresholds); below 0 "
+                     "the TTL expired before the status was collected.",
                      [prom_target(q.hq(0.01, mg), lg("p1"), "A"),
                       prom_target(q.hq(0.1, mg), lg("p10"), "B"),
                       prom_target(q.hq(0.5, mg), lg("p50"), "C")],
@@ -928,16 +971,14 @@ def ttl_margin(cfg: dict) -> dict:
                      links=[ns_link("Finished Jobs in ${__field.labels.namespace}", "job.run", [], {})]), 12, 8)
     L.add(timeseries("Jobs deleted before collection",
                      "Per interval, by namespace and runtime. Click a bar for the traces of those Jobs.",
-                     [prom_target(q.agg("sum", ("namespace", "runtime"),
-                                        q.increase(sel("agentrun_job_deleted_before_collection_total"))),
+                     [prom_target(q.counter("agentrun_job_deleted_before_collection_total", ("namespace", "runtime")),
                                   lg("{{namespace}} {{runtime}}"), "A")],
                      unit="short", bars=True, min_=0, decimals=0,
                      links=[deleted_link(tr, Traces.FIELD_NS, field=True)]), 12, 8)
     L.add(timeseries("TTL margin exceeded",
                      "Jobs whose margin was below zero, per interval (includes every Job deleted by its TTL before "
                      "collection). Click a bar for the traces of those Jobs.",
-                     [prom_target(q.agg("sum", ("namespace", "ttl_applied"),
-                                        q.increase(sel("agentrun_job_ttl_margin_exceeded_total"))),
+                     [prom_target(q.counter("agentrun_job_ttl_margin_exceeded_total", ("namespace", "ttl_applied")),
                                   lg("{{namespace}} {{ttl_applied}}"), "A")],
                      unit="short", bars=True, min_=0, decimals=0,
                      links=[ns_link("Jobs in ${__field.labels.namespace} whose TTL margin was exceeded", "job.ttl",
@@ -953,13 +994,11 @@ def ttl_margin(cfg: dict) -> dict:
 
     # ---- Missing-Job SLO ----------------------------------------------------------
     L.row("Missing-Job SLO")
-    ratio_range = (f"(sum({q.increase(sel('agentrun_job_missing_total'), '$__range')}) or vector(0))\n/\n"
-                   f"sum({q.increase(sel('agentrun_runs_total'), '$__range')})")
+    ratio_range = q.missing_ratio_raw((), window="$__range")
     L.add(stat("Missing-Job ratio", "Runs that ended JobMissing/WorkflowJobMissing / finished runs, over the "
                "time range.",
                [prom_target(ratio_range, "ratio", "A", instant=True)],
-               unit="percentunit", decimals=3,
-               th=thresholds(("green", None), ("red", 0.001))), 4, 5)
+               unit="percentunit", decimals=3, color_mode="none"), 4, 5)
     L.add(stat("Objective", "The missing-Job SLO objective (dashboard variable slo_objective).",
                [prom_target("vector($slo_objective / 100)", "objective", "A", instant=True)],
                unit="percentunit", decimals=2, color_mode="none"), 4, 5)
@@ -971,10 +1010,10 @@ def ttl_margin(cfg: dict) -> dict:
     L.add({**table("Error budget remaining by namespace",
                    "Per namespace, over the time range: finished runs, runs that ended JobMissing, the ratio and "
                    "the error budget left.",
-                   [prom_target(q.agg("sum", ("namespace",), q.increase(sel("agentrun_runs_total"), "$__range")),
+                   [prom_target(q.counter("agentrun_runs_total", ("namespace",), window="$__range"),
                                 "", "A", instant=True, fmt="table"),
-                    prom_target(f"({q.agg('sum', ('namespace',), q.increase(sel('agentrun_job_missing_total'), '$__range'))})"
-                                f" or 0 * {q.agg('sum', ('namespace',), q.increase(sel('agentrun_runs_total'), '$__range'))}",
+                    prom_target(q.counter("agentrun_job_missing_total", ("namespace",), window="$__range")
+                                + "\nor\n0 * " + q.counter("agentrun_runs_total", ("namespace",), window="$__range"),
                                 "", "B", instant=True, fmt="table"),
                     prom_target(q.missing_ratio_raw(window="$__range"), "", "C", instant=True, fmt="table"),
                     prom_target(f"1 - (\n{q.missing_ratio_raw(window='$__range')}\n) / {slo_budget}", "", "D",
@@ -1010,11 +1049,22 @@ def ttl_margin(cfg: dict) -> dict:
                                  "properties": [{"id": "color", "value": {"fixedColor": "red", "mode": "fixed"}},
                                                 {"id": "custom.lineStyle",
                                                  "value": {"dash": [10, 10], "fill": "dash"}}]}]), 12, 8)
+    burn = cfg["rules"]["burn_rates"]
+    factors = sorted({f for _, f in burn})
+    colors = ["yellow", "orange", "red", "dark-red"]
     L.add(timeseries("Error budget burn rate",
-                     "Missing-Job ratio / allowed error ratio, by namespace, over the panel's rate interval. 1 "
-                     "spends the budget exactly over the SLO window.",
-                     [prom_target(f"(\n{q.missing_ratio_raw()}\n) / {slo_budget}", lg("{{namespace}}"), "A")],
-                     unit="short", min_=0, th=thresholds(("green", None), ("red", 1)), th_style="line"), 12, 8)
+                     "Missing-Job ratio / allowed error ratio, by namespace: the recorded long windows of the "
+                     "burn-rate alerts ("
+                     + ", ".join(f"{w} > {f:g}" for w, f in burn)
+                     + ") where loaded, and over the panel's rate interval from raw counters (always). 1 spends "
+                     "the budget exactly over the SLO period; the lines mark the alert factors.",
+                     [prom_target(f"(\n{q.missing_ratio_raw()}\n) / {slo_budget}", lg("{{namespace}}"), "A")]
+                     + [prom_target(f"{q.agg('max', ('namespace',), sel(rule.format(window=w)))}\n/ {slo_budget}",
+                                    lg(f"{{{{namespace}}}} {w}"), chr(ord("B") + i))
+                        for i, (w, _) in enumerate(burn)],
+                     unit="short", min_=0,
+                     th=thresholds(("green", None), *[(colors[min(i, 3)], f) for i, f in enumerate(factors)]),
+                     th_style="line"), 12, 8)
 
     # ---- TTL controller and configuration ----------------------------------------
     L.row("TTL controller and configuration")
