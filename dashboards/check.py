@@ -423,7 +423,8 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
                   rules: set[str]) -> list[str]:
     """`dedupe`: domain counters -> their documented labels. Every exporter
     replica counts the same events, so a counter's rate/increase must first be
-    combined with `max by (<all its labels>)` before it is summed."""
+    combined with `max by (<all its labels>)` before it is summed, except in
+    a ratio (an expression with `/`), where they cancel out."""
     pr = []
     var_names = {v.get("name") for v in d.get("templating", {}).get("list", [])} | BUILTIN_VARS
     for p in panels_of(d):
@@ -439,6 +440,9 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
             expr = t.get("expr", "")
             sc = scan(expr)
             pr.extend(f"{where}: {e}" for e in sc.errors)
+            # In a ratio the replicas cancel out, and plain sums also stay right
+            # across an exporter restart.
+            is_ratio = "/" in re.sub(r'"(?:\\.|[^"\\])*"', "", expr)
             for v in sorted(sc.variables - var_names):
                 pr.append(f"{where}: unknown variable ${v}")
             used_rules, used_raw = set(), set()
@@ -466,7 +470,7 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
                 if not s.in_aggregation:
                     pr.append(f"{where}: {s.metric} is not inside an aggregation (job/instance/otel_scope_* "
                               f"labels would leak)")
-                elif s.metric in dedupe and s.window is not None:
+                elif s.metric in dedupe and s.window is not None and not is_ratio:
                     op, by = s.aggregations[0] if s.aggregations else ("", None)
                     if op != "max" or by is None or not dedupe[s.metric] <= by:
                         pr.append(f"{where}: {s.metric}: combine exporter replicas first with max by "
@@ -533,6 +537,7 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
     good = [
         f'sum by (namespace) (max by (cluster, namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
         f'sum(max by (namespace, runtime, reason) (increase(agentrun_job_missing_total{{{f}}}[$__range])))',
+        f'sum(increase(agentrun_job_missing_total{{{f}}}[$__range])) / sum(increase(agentrun_runs_total{{{f}}}[$__range]))',
         f'histogram_quantile(0.9, sum by (le, phase) (rate(agentrun_job_phase_duration_seconds_bucket{{{f}}}[$__rate_interval])))',
         f'sum(rate(agentrun_job_ttl_margin_seconds_count{{{f}}}[$__range])) or vector(0)',
         f'max by (namespace) (rule:x{{{f}}})\nor\nmax by (namespace) (agentrun_job_ttl_seconds{{{f}, stat="min"}})',

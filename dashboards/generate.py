@@ -139,14 +139,20 @@ class Q:
         return f"increase({sel}[{window}])"
 
     def counter(self, metric: str, labels=(), *matchers: str, fn: str = "increase",
-                window: str = "$__rate_interval", ns: bool = True) -> str:
+                window: str = "$__rate_interval", ns: bool = True, dedupe: bool = True) -> str:
         """Sum of a domain counter's rate/increase by `labels`, de-duplicated
         first: with one exporter per controller replica every exporter counts
         the same events, so series that differ only in job/instance/otel_scope_*
-        are combined with max over the counter's full label set, then summed."""
+        are combined with max over the counter's full label set, then summed.
+
+        dedupe=False is for ratios, where the replicas cancel out: plain sums
+        are then also right across an exporter restart (old and new pod's
+        series each cover part of the window), which max is not."""
+        rated = f"{fn}({self.sel(metric, *matchers, ns=ns)}[{window}])"
+        if not dedupe:
+            return self.agg("sum", labels, rated)
         full = ", ".join([self.cl, *COUNTER_LABELS[metric]])
-        inner = f"max by ({full}) ({fn}({self.sel(metric, *matchers, ns=ns)}[{window}]))"
-        return self.agg("sum", labels, inner)
+        return self.agg("sum", labels, f"max by ({full}) ({rated})")
 
     def buckets(self, metric: str, *matchers: str) -> str:
         """Observations per bucket and interval, for a heatmap: de-duplicated
@@ -177,8 +183,8 @@ class Q:
     def missing_ratio_raw(self, labels=("namespace",), window: str = "$__rate_interval") -> str:
         """Missing-Job error ratio from raw counters. A namespace with runs but
         no missing-Job series yet counts as 0, not as "no data"."""
-        runs = self.counter("agentrun_runs_total", labels, window=window)
-        missing = self.counter("agentrun_job_missing_total", labels, window=window)
+        runs = self.counter("agentrun_runs_total", labels, window=window, dedupe=False)
+        missing = self.counter("agentrun_job_missing_total", labels, window=window, dedupe=False)
         return f"(\n  {missing}\n  or\n  0 * {runs}\n)\n/\n{runs}"
 
 
@@ -615,8 +621,9 @@ def lifecycle(cfg: dict) -> dict:
                decimals=0, no_value="0"), 4, 4)
     L.add(stat("Run success ratio", "Succeeded runs / finished runs in the time range.",
                [prom_target(
-                   q.counter("agentrun_runs_total", (), 'outcome="succeeded"', window="$__range") + "\n/\n"
-                   + q.counter("agentrun_runs_total", window="$__range"), "success", "A", instant=True)],
+                   q.counter("agentrun_runs_total", (), 'outcome="succeeded"', window="$__range", dedupe=False)
+                   + "\n/\n" + q.counter("agentrun_runs_total", window="$__range", dedupe=False),
+                   "success", "A", instant=True)],
                unit="percentunit", decimals=1,
                th=thresholds(("red", None), ("orange", 0.9), ("green", 0.98))), 4, 4)
     L.add(stat("Runs ended JobMissing", "Runs that ended with reason JobMissing or WorkflowJobMissing in the "
