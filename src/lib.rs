@@ -7,3 +7,7 @@
 
 pub mod engine;
 pub mod upstream;
+pub mod sink;
+pub mod pipeline;
+pub mod telemetry;
+pub mod source;

@@ -205,6 +205,8 @@ pub enum Fact {
         finished: Option<Stamp>,
         deleted: Stamp,
         ttl: Option<Ttl>,
+        /// TTL minus collection delay, when the collection (or the write that found it missing) is known.
+        margin_seconds: Option<f64>,
         before_collection: bool,
         /// Deleted by the TTL controller: finished, had a TTL, and went at or after `finish + TTL`.
         by_ttl: bool,

@@ -892,6 +892,12 @@ impl Tracker {
                             finished: finished.map(|f| Stamp { clamped: false, ..f }),
                             deleted,
                             ttl: job.ttl,
+                            margin_seconds: match (finished, consumption.as_ref(), job.ttl) {
+                                (Some(f), Some(c), Some(t)) => {
+                                    Some(t.seconds as f64 - c.at.not_before(f.at).at.secs_since(f.at))
+                                }
+                                _ => None,
+                            },
                             before_collection,
                             by_ttl,
                             exceeded,

@@ -1,0 +1,76 @@
+//! The loop every mode shares: observations into the tracker, facts out to the span and metric sinks.
+
+use crate::{
+    engine::{Emitted, Fact, Observation, Ts, Tracker},
+    sink::summary::Summary,
+    telemetry::Telemetry,
+};
+
+pub struct Pipeline {
+    tracker: Tracker,
+    telemetry: Telemetry,
+    summary: Option<Summary>,
+    completed_runs: u64,
+}
+
+impl Pipeline {
+    pub fn new(tracker: Tracker, telemetry: Telemetry) -> Self {
+        Pipeline { tracker, telemetry, summary: None, completed_runs: 0 }
+    }
+
+    /// Also keep a per-run summary (replay prints it).
+    pub fn with_summary(mut self) -> Self {
+        self.summary = Some(Summary::default());
+        self
+    }
+
+    pub fn observe(&mut self, obs: Observation) {
+        let facts = self.tracker.apply(obs);
+        self.dispatch(facts);
+    }
+
+    /// Advances time: settles waiting verdicts and refreshes the live gauges.
+    pub fn tick(&mut self, now: Ts) {
+        let facts = self.tracker.tick(now);
+        self.dispatch(facts);
+        let gauges = self.tracker.gauges(now);
+        self.telemetry.metrics.set_live(gauges);
+    }
+
+    /// Settles everything still waiting (end of a replay or a demo).
+    pub fn flush(&mut self) {
+        let facts = self.tracker.flush();
+        self.dispatch(facts);
+        let now = self.tracker.now();
+        let gauges = self.tracker.gauges(now);
+        self.telemetry.metrics.set_live(gauges);
+    }
+
+    fn dispatch(&mut self, facts: Vec<Emitted>) {
+        for e in &facts {
+            self.telemetry.metrics.record(e);
+            self.telemetry.spans.handle(e);
+            if let Some(s) = self.summary.as_mut() {
+                s.record(e);
+            }
+            if matches!(e.fact, Fact::RunComplete { .. }) {
+                self.completed_runs += 1;
+            }
+        }
+    }
+
+    /// Runs whose whole lifecycle (through the deletion of their Jobs) has been reported.
+    pub fn completed_runs(&self) -> u64 {
+        self.completed_runs
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Flushes spans, then metrics, and returns the summary. Blocking.
+    pub fn finish(self) -> Option<Summary> {
+        self.telemetry.shutdown();
+        self.summary
+    }
+}

@@ -1,0 +1,5 @@
+//! Projections of lifecycle facts: spans, metrics, and the replay summary.
+
+pub mod metrics;
+pub mod spans;
+pub mod summary;

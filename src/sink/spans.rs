@@ -1,0 +1,597 @@
+//! Facts → finished spans. The current opentelemetry-rust API cannot set ids or end times on a span
+//! builder, so each span is built as `SpanData` (deterministic ids, object-derived times) and handed to a
+//! span processor, which batches it to the configured exporter.
+
+use std::{
+    borrow::Cow,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+
+use opentelemetry::{
+    InstrumentationScope, KeyValue,
+    trace::{Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    trace::{SpanData, SpanEvents, SpanExporter, SpanLinks, SpanProcessor},
+};
+
+use crate::engine::{
+    Emitted, Fact, Stamp, TimeSource, Ts,
+    facts::{JobInfo, Phase, RunInfo, RunOutcome, Ttl},
+    ids,
+};
+
+pub const SCOPE_NAME: &str = "agentrun-lifecycle-exporter";
+
+pub fn trace_id(run: &RunInfo) -> TraceId {
+    TraceId::from_bytes(ids::trace_id(&run.uid).to_be_bytes())
+}
+
+pub fn root_span_id(run: &RunInfo) -> SpanId {
+    SpanId::from_bytes(ids::span_id(&run.uid, "agentrun", &[]).to_be_bytes())
+}
+
+pub fn step_span_id(run: &RunInfo, index: u32) -> SpanId {
+    SpanId::from_bytes(ids::span_id(&run.uid, "workflow.step", &[&index.to_string()]).to_be_bytes())
+}
+
+pub fn job_span_id(job: &JobInfo, name: &str) -> SpanId {
+    let qualifiers: Vec<String> = match &job.step {
+        Some(k) => {
+            vec![k.index.to_string(), k.iteration.map(|i| i.to_string()).unwrap_or_default(), k.attempt.to_string()]
+        }
+        None => Vec::new(),
+    };
+    let q: Vec<&str> = qualifiers.iter().map(String::as_str).collect();
+    SpanId::from_bytes(ids::span_id(&job.uid, name, &q).to_be_bytes())
+}
+
+fn job_parent(run: &RunInfo, job: &JobInfo) -> SpanId {
+    match &job.step {
+        Some(k) => step_span_id(run, k.index),
+        None => root_span_id(run),
+    }
+}
+
+fn kv_str(key: &'static str, value: &str) -> KeyValue {
+    KeyValue::new(key, value.to_string())
+}
+
+fn run_attrs(run: &RunInfo) -> Vec<KeyValue> {
+    let mut a = vec![
+        kv_str("k8s.namespace.name", &run.namespace),
+        kv_str("agentrun.name", &run.name),
+        kv_str("agentrun.uid", &run.uid),
+        kv_str("agentrun.runtime", run.runtime.as_str()),
+    ];
+    if let Some(agent) = &run.agent {
+        a.push(kv_str("agentrun.agent", agent));
+    }
+    if let Some(provider) = &run.provider {
+        a.push(kv_str("agentrun.provider", provider));
+    }
+    a
+}
+
+fn job_attrs(run: &RunInfo, job: &JobInfo) -> Vec<KeyValue> {
+    let mut a = run_attrs(run);
+    a.push(kv_str("k8s.job.name", &job.name));
+    a.push(kv_str("k8s.job.uid", &job.uid));
+    if let Some(k) = &job.step {
+        if let Some(name) = &job.step_name {
+            a.push(kv_str("agentrun.step", name));
+        }
+        a.push(KeyValue::new("agentrun.step.index", i64::from(k.index)));
+        if let Some(it) = k.iteration {
+            a.push(KeyValue::new("agentrun.iteration", i64::from(it)));
+        }
+        a.push(KeyValue::new("agentrun.attempt", i64::from(k.attempt)));
+    }
+    a
+}
+
+fn time_attrs(a: &mut Vec<KeyValue>, start: &Stamp, end: &Stamp) {
+    if start.source != TimeSource::Object {
+        a.push(kv_str("agentrun.time_source.start", start.source.as_str()));
+    }
+    if end.source != TimeSource::Object {
+        a.push(kv_str("agentrun.time_source.end", end.source.as_str()));
+    }
+    if start.clamped || end.clamped {
+        a.push(KeyValue::new("agentrun.clamped", true));
+    }
+}
+
+fn ttl_attrs(a: &mut Vec<KeyValue>, ttl: &Ttl) {
+    a.push(KeyValue::new("agentrun.job.ttl_seconds", ttl.seconds));
+    a.push(kv_str("agentrun.job.ttl_applied", ttl.applied.as_str()));
+}
+
+fn rfc3339(t: Ts) -> String {
+    t.to_string()
+}
+
+struct Draft {
+    run: Arc<RunInfo>,
+    name: &'static str,
+    id: SpanId,
+    parent: SpanId,
+    start: Stamp,
+    end: Stamp,
+    attrs: Vec<KeyValue>,
+    events: Vec<Event>,
+    status: Status,
+}
+
+impl Draft {
+    fn build(mut self, scope: &InstrumentationScope) -> SpanData {
+        time_attrs(&mut self.attrs, &self.start, &self.end);
+        let mut events = SpanEvents::default();
+        events.events = self.events;
+        SpanData {
+            span_context: SpanContext::new(trace_id(&self.run), self.id, TraceFlags::SAMPLED, false, TraceState::default()),
+            parent_span_id: self.parent,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(self.name),
+            start_time: self.start.at.to_system_time(),
+            end_time: self.end.at.to_system_time(),
+            attributes: self.attrs,
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status: self.status,
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
+fn event(name: &'static str, at: Ts, attrs: Vec<KeyValue>) -> Event {
+    Event::new(name, at.to_system_time(), attrs, 0)
+}
+
+/// The spans a fact completes (most facts complete one; metric-only facts none).
+pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
+    let draft = match fact {
+        Fact::JobPhase { run, job, phase, start, end, failure } => {
+            let mut attrs = job_attrs(run, job);
+            let mut status = Status::Unset;
+            if *phase == Phase::Run {
+                match failure {
+                    Some(reason) => {
+                        attrs.push(kv_str("agentrun.job.outcome", "failed"));
+                        if let Some(r) = reason {
+                            attrs.push(kv_str("agentrun.job.condition_reason", r));
+                        }
+                        status = Status::error(reason.as_deref().unwrap_or("Failed").to_string());
+                    }
+                    None => attrs.push(kv_str("agentrun.job.outcome", "succeeded")),
+                }
+            }
+            Draft {
+                run: run.clone(),
+                name: phase.span_name(),
+                id: job_span_id(job, phase.span_name()),
+                parent: job_parent(run, job),
+                start: *start,
+                end: *end,
+                attrs,
+                events: Vec::new(),
+                status,
+            }
+        }
+        Fact::PodRan { run, job, pod, start, end, exit_code, reason } => {
+            let mut attrs = job_attrs(run, job);
+            attrs.push(kv_str("k8s.pod.name", &pod.name));
+            attrs.push(kv_str("k8s.pod.uid", &pod.uid));
+            if let Some(node) = &pod.node {
+                attrs.push(kv_str("k8s.node.name", node));
+            }
+            if let Some(code) = exit_code {
+                attrs.push(KeyValue::new("agentrun.container.exit_code", *code));
+            }
+            if let Some(r) = reason {
+                attrs.push(kv_str("agentrun.container.reason", r));
+            }
+            let status = match exit_code {
+                Some(0) => Status::Unset,
+                Some(code) => Status::error(format!("container exited with {code}")),
+                None => Status::error("pod deleted before its container terminated"),
+            };
+            Draft {
+                run: run.clone(),
+                name: "pod.run",
+                id: SpanId::from_bytes(ids::span_id(&pod.uid, "pod.run", &[]).to_be_bytes()),
+                parent: job_span_id(job, "job.run"),
+                start: *start,
+                end: *end,
+                attrs,
+                events: Vec::new(),
+                status,
+            }
+        }
+        Fact::JobCollected { run, job, finished, collected, outcome, ttl } => {
+            let mut attrs = job_attrs(run, job);
+            let delay = collected.at.secs_since(finished.at);
+            attrs.push(kv_str("agentrun.job.outcome", outcome.as_str()));
+            attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
+            if let Some(ttl) = ttl {
+                ttl_attrs(&mut attrs, ttl);
+                attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", ttl.seconds as f64 - delay));
+            }
+            let status = if *outcome == crate::engine::facts::CollectOutcome::Missing {
+                Status::error("the Job was gone when its status was collected")
+            } else {
+                Status::Unset
+            };
+            Draft {
+                run: run.clone(),
+                name: "job.collect",
+                id: job_span_id(job, "job.collect"),
+                parent: job_parent(run, job),
+                start: *finished,
+                end: *collected,
+                attrs,
+                events: Vec::new(),
+                status,
+            }
+        }
+        Fact::JobGone { run, job, started, finished, deleted, ttl, before_collection, by_ttl, margin_seconds, .. } => {
+            let mut attrs = job_attrs(run, job);
+            let mut events = Vec::new();
+            if *before_collection {
+                events.push(event("job.deleted_before_collection", deleted.at, Vec::new()));
+            }
+            match finished {
+                Some(fin) => {
+                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", *before_collection));
+                    if let Some(ttl) = ttl {
+                        ttl_attrs(&mut attrs, ttl);
+                        let deadline = fin.at.add_secs(ttl.seconds);
+                        attrs.push(kv_str("agentrun.job.ttl_deadline", &rfc3339(deadline)));
+                        if deadline <= deleted.at {
+                            events.insert(0, event("job.ttl_expired", deadline, Vec::new()));
+                        }
+                        if *by_ttl {
+                            attrs.push(KeyValue::new(
+                                "agentrun.job.deletion_lag_seconds",
+                                deleted.at.secs_since(deadline).max(0.0),
+                            ));
+                        }
+                    }
+                    if let Some(m) = margin_seconds {
+                        attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", *m));
+                    }
+                    let status = if *before_collection {
+                        Status::error("the Job was deleted before its status was collected")
+                    } else {
+                        Status::Unset
+                    };
+                    Draft {
+                        run: run.clone(),
+                        name: "job.ttl",
+                        id: job_span_id(job, "job.ttl"),
+                        parent: job_parent(run, job),
+                        start: *fin,
+                        end: *deleted,
+                        attrs,
+                        events,
+                        status,
+                    }
+                }
+                // Never finished: its `job.run` ends at the deletion.
+                None => {
+                    attrs.push(kv_str("agentrun.job.outcome", "deleted"));
+                    Draft {
+                        run: run.clone(),
+                        name: "job.run",
+                        id: job_span_id(job, "job.run"),
+                        parent: job_parent(run, job),
+                        start: started.unwrap_or(*deleted),
+                        end: *deleted,
+                        attrs,
+                        events,
+                        status: Status::error("the Job was deleted before it finished"),
+                    }
+                }
+            }
+        }
+        Fact::StepFinished { run, index, name, start, end, failed, missing } => {
+            let mut attrs = run_attrs(run);
+            attrs.push(kv_str("agentrun.step", name));
+            attrs.push(KeyValue::new("agentrun.step.index", i64::from(*index)));
+            let events = missing
+                .iter()
+                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
+                .collect();
+            Draft {
+                run: run.clone(),
+                name: "workflow.step",
+                id: step_span_id(run, *index),
+                parent: root_span_id(run),
+                start: *start,
+                end: *end,
+                attrs,
+                events,
+                status: if *failed { Status::error("step failed") } else { Status::Unset },
+            }
+        }
+        Fact::RunFinished { run, start, end, outcome, reason, missing } => {
+            let mut attrs = run_attrs(run);
+            match outcome {
+                Some(o) => attrs.push(kv_str("agentrun.phase", o.phase())),
+                None => attrs.push(kv_str("agentrun.phase", "Deleted")),
+            }
+            if let Some(r) = reason {
+                attrs.push(kv_str("agentrun.reason", r));
+            }
+            let events = missing
+                .iter()
+                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
+                .collect();
+            let status = match outcome {
+                Some(RunOutcome::Succeeded) => Status::Ok,
+                Some(RunOutcome::Failed) => Status::error(reason.as_deref().unwrap_or("Failed").to_string()),
+                Some(RunOutcome::Cancelled) => Status::Unset,
+                None => Status::error("the AgentRun was deleted before it finished"),
+            };
+            Draft {
+                run: run.clone(),
+                name: "agentrun",
+                id: root_span_id(run),
+                parent: SpanId::INVALID,
+                start: *start,
+                end: *end,
+                attrs,
+                events,
+                status,
+            }
+        }
+        Fact::SeriesSeen { .. } | Fact::TtlMargin { .. } | Fact::RunComplete { .. } => return Vec::new(),
+    };
+    vec![draft.build(scope)]
+}
+
+/// Counts of spans handed over, accepted by the backend, and lost.
+#[derive(Debug, Default)]
+pub struct SpanStats {
+    pub submitted: AtomicU64,
+    pub exported: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Wraps an exporter to count what it accepted and what it lost.
+#[derive(Debug)]
+pub struct CountingExporter<E> {
+    inner: E,
+    stats: Arc<SpanStats>,
+}
+
+impl<E> CountingExporter<E> {
+    pub fn new(inner: E, stats: Arc<SpanStats>) -> Self {
+        CountingExporter { inner, stats }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => self.stats.exported.fetch_add(n, Ordering::Relaxed),
+            Err(_) => self.stats.dropped.fetch_add(n, Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Where finished spans go.
+pub enum SpanOutput {
+    /// A batch processor over an exporter; `capacity` is its queue size.
+    Processor { processor: Box<dyn SpanProcessor>, capacity: u64 },
+    /// The compact console view of finished traces.
+    Console(ConsoleView),
+    None,
+}
+
+pub struct SpanSink {
+    output: SpanOutput,
+    stats: Arc<SpanStats>,
+    scope: InstrumentationScope,
+}
+
+impl SpanSink {
+    pub fn new(output: SpanOutput, stats: Arc<SpanStats>) -> Self {
+        let scope = InstrumentationScope::builder(SCOPE_NAME).with_version(env!("CARGO_PKG_VERSION")).build();
+        SpanSink { output, stats, scope }
+    }
+
+    pub fn stats(&self) -> Arc<SpanStats> {
+        self.stats.clone()
+    }
+
+    pub fn handle(&mut self, e: &Emitted) {
+        if !e.exported {
+            return;
+        }
+        for span in spans_of(&e.fact, &self.scope) {
+            self.submit(span);
+        }
+        if let (Fact::RunComplete { run }, SpanOutput::Console(view)) = (&e.fact, &mut self.output) {
+            view.finish(run);
+        }
+    }
+
+    fn submit(&mut self, span: SpanData) {
+        let stats = &self.stats;
+        match &mut self.output {
+            SpanOutput::Processor { processor, capacity } => {
+                // The batch processor drops silently when its queue is full; refuse (and count) before that.
+                let in_flight = stats.submitted.load(Ordering::Relaxed)
+                    - stats.exported.load(Ordering::Relaxed)
+                    - stats.dropped.load(Ordering::Relaxed);
+                stats.submitted.fetch_add(1, Ordering::Relaxed);
+                if in_flight >= *capacity {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                processor.on_end(span);
+            }
+            SpanOutput::Console(view) => {
+                stats.submitted.fetch_add(1, Ordering::Relaxed);
+                stats.exported.fetch_add(1, Ordering::Relaxed);
+                view.add(span);
+            }
+            SpanOutput::None => {}
+        }
+    }
+
+    /// Exports what is queued and stops the exporter.
+    pub fn shutdown(&mut self) -> OTelSdkResult {
+        match &mut self.output {
+            SpanOutput::Processor { processor, .. } => {
+                processor.force_flush()?;
+                processor.shutdown()
+            }
+            SpanOutput::Console(view) => {
+                view.flush_all();
+                Ok(())
+            }
+            SpanOutput::None => Ok(()),
+        }
+    }
+}
+
+/// Prints each trace as a small tree once its run's lifecycle is complete.
+pub struct ConsoleView {
+    out: Box<dyn std::io::Write + Send>,
+    pending: std::collections::HashMap<TraceId, Vec<SpanData>>,
+}
+
+impl ConsoleView {
+    pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
+        ConsoleView { out, pending: Default::default() }
+    }
+
+    fn add(&mut self, span: SpanData) {
+        self.pending.entry(span.span_context.trace_id()).or_default().push(span);
+    }
+
+    fn finish(&mut self, run: &RunInfo) {
+        if let Some(spans) = self.pending.remove(&trace_id(run)) {
+            let text = render_trace(&spans);
+            let _ = self.out.write_all(text.as_bytes());
+            let _ = self.out.flush();
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let mut traces: Vec<_> = self.pending.drain().map(|(_, v)| v).collect();
+        traces.sort_by_key(|v| v.iter().map(|s| s.start_time).min());
+        for spans in traces {
+            let text = render_trace(&spans);
+            let _ = self.out.write_all(text.as_bytes());
+        }
+        let _ = self.out.flush();
+    }
+}
+
+fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a opentelemetry::Value> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+}
+
+fn secs(span: &SpanData) -> f64 {
+    span.end_time.duration_since(span.start_time).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn clock(t: SystemTime) -> String {
+    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let s = Ts(ms).to_string();
+    // 2026-08-20T12:00:01.412Z → 12:00:01.412
+    s.split('T').nth(1).unwrap_or(&s).trim_end_matches('Z').to_string()
+}
+
+/// A compact text rendering of one trace: the root, then children indented under their parents.
+pub fn render_trace(spans: &[SpanData]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let root = spans.iter().find(|s| s.parent_span_id == SpanId::INVALID);
+    let title = match root.or(spans.first()) {
+        Some(s) => format!(
+            "{}/{} ({}) {}",
+            attr(s, "k8s.namespace.name").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.name").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.runtime").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.phase").map(|v| v.to_string()).unwrap_or_else(|| "in progress".into()),
+        ),
+        None => return out,
+    };
+    let _ = writeln!(out, "trace {} {}", spans[0].span_context.trace_id(), title);
+    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_context.span_id()).collect();
+    let mut stack: Vec<(SpanId, usize)> = Vec::new();
+    let mut ordered: Vec<&SpanData> = spans.iter().collect();
+    ordered.sort_by_key(|s| (s.start_time, s.end_time));
+    // Roots of this view: the real root plus any span whose parent was not exported in this trace.
+    let mut tops: Vec<&SpanData> = ordered.iter().copied().filter(|s| !ids.contains(&s.parent_span_id)).collect();
+    tops.reverse();
+    for t in tops {
+        stack.push((t.span_context.span_id(), 0));
+    }
+    while let Some((id, depth)) = stack.pop() {
+        let Some(s) = spans.iter().find(|s| s.span_context.span_id() == id) else { continue };
+        let mut line = format!(
+            "  {:indent$}{:<14} {} → {} {:>9.1}s",
+            "",
+            s.name,
+            clock(s.start_time),
+            clock(s.end_time),
+            secs(s),
+            indent = depth * 2
+        );
+        for (key, label) in [
+            ("agentrun.step", "step"),
+            ("agentrun.attempt", "attempt"),
+            ("agentrun.job.outcome", "outcome"),
+            ("agentrun.job.ttl_seconds", "ttl"),
+            ("agentrun.job.ttl_margin_seconds", "margin"),
+            ("agentrun.job.deleted_before_collection", "deleted_before_collection"),
+            ("agentrun.reason", "reason"),
+        ] {
+            if let Some(v) = attr(s, key) {
+                let v = match v {
+                    opentelemetry::Value::F64(f) => format!("{f:.1}"),
+                    other => other.to_string(),
+                };
+                let _ = write!(line, " {label}={v}");
+            }
+        }
+        if let Status::Error { description } = &s.status {
+            let _ = write!(line, " ERROR({description})");
+        }
+        let _ = writeln!(out, "{line}");
+        let mut children: Vec<&SpanData> =
+            ordered.iter().copied().filter(|c| c.parent_span_id == id && c.span_context.span_id() != id).collect();
+        children.reverse();
+        for c in children {
+            stack.push((c.span_context.span_id(), depth + 1));
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! Where observations come from: Kubernetes watches, the demo simulator, replay files.
+
+pub mod demo;
+pub mod replay;

@@ -1,0 +1,190 @@
+//! Telemetry setup and shutdown, in one place: the resource, the span output (OTLP, console or none), and
+//! the one meter provider read both by `/metrics` and, when configured, by OTLP push. Configuration follows
+//! the OpenTelemetry environment specification; the OTLP exporters read endpoints, protocol, headers and
+//! timeouts from the `OTEL_EXPORTER_OTLP_*` variables themselves.
+
+use std::{env, sync::Arc, time::Duration};
+
+use opentelemetry::{KeyValue, metrics::MeterProvider as _};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::SdkMeterProvider,
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SpanProcessor},
+};
+use tracing::{info, warn};
+
+use crate::sink::{
+    metrics::LifecycleMetrics,
+    spans::{ConsoleView, CountingExporter, SpanOutput, SpanSink, SpanStats},
+};
+
+pub const DEFAULT_SERVICE_NAME: &str = "agentrun-lifecycle-exporter";
+/// Spans per run are few (about 5–8 per Job); this queue holds minutes of a busy cluster's spans while the
+/// backend is unreachable.
+const SPAN_QUEUE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("OTEL_TRACES_EXPORTER={0:?} is not supported (use otlp, console or none)")]
+    TracesExporter(String),
+    #[error("OTEL_METRICS_EXPORTER={0:?} is not supported (use otlp, prometheus, console or none)")]
+    MetricsExporter(String),
+    #[error("building the OTLP {signal} exporter: {source}")]
+    Exporter {
+        signal: &'static str,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("building the Prometheus reader: {0}")]
+    Prometheus(#[source] opentelemetry_sdk::error::OTelSdkError),
+}
+
+/// What a mode does when the environment says nothing about traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TracesDefault {
+    /// OTLP if an endpoint is configured, else nothing (said once at start).
+    OtlpIfConfigured,
+    /// OTLP if an endpoint is configured, else the console view.
+    OtlpElseConsole,
+}
+
+pub struct Telemetry {
+    pub spans: SpanSink,
+    pub metrics: Arc<LifecycleMetrics>,
+    pub registry: prometheus::Registry,
+    meter_provider: SdkMeterProvider,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// The first exporter of an `OTEL_*_EXPORTER` list.
+fn exporter_choice(name: &str) -> Option<String> {
+    env_nonempty(name).and_then(|v| v.split(',').next().map(|s| s.trim().to_lowercase()))
+}
+
+fn endpoint_configured(signal_var: &str) -> bool {
+    env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || env_nonempty(signal_var).is_some()
+}
+
+pub fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(DEFAULT_SERVICE_NAME);
+    }
+    if detected.get(&opentelemetry::Key::from_static_str("service.version")).is_none() {
+        builder = builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    builder.build()
+}
+
+/// Builds the span output and the meter provider. Must run inside a Tokio runtime (the gRPC exporters need
+/// its reactor).
+pub fn init(traces_default: TracesDefault, console: Box<dyn std::io::Write + Send>) -> Result<Telemetry, TelemetryError> {
+    let resource = resource();
+    let stats = Arc::new(SpanStats::default());
+
+    let traces_endpoint = endpoint_configured("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let traces = match exporter_choice("OTEL_TRACES_EXPORTER") {
+        Some(choice) => choice,
+        None if traces_endpoint => "otlp".into(),
+        None => match traces_default {
+            TracesDefault::OtlpIfConfigured => {
+                info!("no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT); traces are not exported, /metrics is served");
+                "none".into()
+            }
+            TracesDefault::OtlpElseConsole => "console".into(),
+        },
+    };
+    let output = match traces.as_str() {
+        "otlp" => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .build()
+                .map_err(|source| TelemetryError::Exporter { signal: "traces", source })?;
+            let config = BatchConfigBuilder::default()
+                .with_max_queue_size(SPAN_QUEUE)
+                .with_max_export_batch_size(512)
+                .with_scheduled_delay(Duration::from_secs(1))
+                .build();
+            let mut processor =
+                BatchSpanProcessor::builder(CountingExporter::new(exporter, stats.clone())).with_batch_config(config).build();
+            processor.set_resource(&resource);
+            info!(protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "exporting traces over OTLP");
+            SpanOutput::Processor { processor: Box::new(processor), capacity: SPAN_QUEUE as u64 }
+        }
+        "console" => SpanOutput::Console(ConsoleView::new(console)),
+        "none" => SpanOutput::None,
+        other => return Err(TelemetryError::TracesExporter(other.into())),
+    };
+
+    let registry = prometheus::Registry::new();
+    let prometheus_reader = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .scope_info_enabled(false)
+        .build()
+        .map_err(TelemetryError::Prometheus)?;
+    let mut meters = SdkMeterProvider::builder().with_resource(resource).with_reader(prometheus_reader);
+    let metrics_endpoint = endpoint_configured("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+    let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER")
+        .unwrap_or_else(|| if metrics_endpoint { "otlp".into() } else { "prometheus".into() });
+    match metrics_choice.as_str() {
+        "otlp" => {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .build()
+                .map_err(|source| TelemetryError::Exporter { signal: "metrics", source })?;
+            meters = meters.with_periodic_exporter(exporter);
+            info!(protocol = %protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), "pushing metrics over OTLP");
+        }
+        "prometheus" | "none" => {}
+        "console" => warn!("OTEL_METRICS_EXPORTER=console is not supported; metrics are served on /metrics only"),
+        other => return Err(TelemetryError::MetricsExporter(other.into())),
+    }
+    let meter_provider = meters.build();
+    let meter = meter_provider.meter("agentrun-lifecycle-exporter");
+    let metrics = Arc::new(LifecycleMetrics::new(&meter, stats.clone()));
+    Ok(Telemetry { spans: SpanSink::new(output, stats), metrics, registry, meter_provider })
+}
+
+fn protocol(signal_var: &str) -> String {
+    env_nonempty(signal_var)
+        .or_else(|| env_nonempty("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".into())
+}
+
+impl Telemetry {
+    /// Prometheus text exposition of the current metrics.
+    pub fn render_metrics(registry: &prometheus::Registry) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder.encode_to_string(&registry.gather()).unwrap_or_default()
+    }
+
+    /// Flushes spans first (so the last traces are not lost), then metrics. Blocking: call it from a blocking
+    /// context or after the async work is done.
+    pub fn shutdown(mut self) {
+        if let Err(e) = self.spans.shutdown() {
+            warn!(error = %e, "flushing spans");
+        }
+        if let Err(e) = self.meter_provider.shutdown() {
+            warn!(error = %e, "flushing metrics");
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). The exporter's own OTLP clients are kept quiet
+/// unless asked for, so a broken backend does not flood the log.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tonic=warn,reqwest=warn,opentelemetry_sdk=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if json {
+        registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
+    } else {
+        registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init()
+    };
+}
