@@ -2,7 +2,7 @@
 
 use crate::{
     engine::{Emitted, Fact, Observation, Ts, Tracker},
-    sink::summary::Summary,
+    sink::summary::{RunSummary, Summary},
     telemetry::Telemetry,
 };
 
@@ -11,11 +11,12 @@ pub struct Pipeline {
     telemetry: Telemetry,
     summary: Option<Summary>,
     completed_runs: u64,
+    just_completed: Vec<RunSummary>,
 }
 
 impl Pipeline {
     pub fn new(tracker: Tracker, telemetry: Telemetry) -> Self {
-        Pipeline { tracker, telemetry, summary: None, completed_runs: 0 }
+        Pipeline { tracker, telemetry, summary: None, completed_runs: 0, just_completed: Vec::new() }
     }
 
     /// Also keep a per-run summary (replay prints it).
@@ -53,8 +54,11 @@ impl Pipeline {
             if let Some(s) = self.summary.as_mut() {
                 s.record(e);
             }
-            if matches!(e.fact, Fact::RunComplete { .. }) {
+            if let Fact::RunComplete { run } = &e.fact {
                 self.completed_runs += 1;
+                if let Some(done) = self.summary.as_ref().and_then(|s| s.get(&run.uid)) {
+                    self.just_completed.push(done.clone());
+                }
             }
         }
     }
@@ -62,6 +66,11 @@ impl Pipeline {
     /// Runs whose whole lifecycle (through the deletion of their Jobs) has been reported.
     pub fn completed_runs(&self) -> u64 {
         self.completed_runs
+    }
+
+    /// Summaries of the runs completed since the last call (with a summary).
+    pub fn take_completed(&mut self) -> Vec<RunSummary> {
+        std::mem::take(&mut self.just_completed)
     }
 
     pub fn telemetry(&self) -> &Telemetry {

@@ -121,6 +121,10 @@ impl Summary {
         out
     }
 
+    pub fn get(&self, uid: &str) -> Option<&RunSummary> {
+        self.runs.get(uid)
+    }
+
     pub fn len(&self) -> usize {
         self.runs.len()
     }
