@@ -124,6 +124,7 @@ fi
 if grep -q "agentrun-lifecycle-exporter@sha256:0000" "$tmp/digest.yaml"; then ok "image by digest"; else ko "image by digest"; fi
 expect_fail "serviceMonitor needs the Service" "needs service.enabled" "$helm" template t "$chart" --set serviceMonitor.enabled=true
 expect_fail "podMonitor and serviceMonitor are exclusive" "not both" "$helm" template t "$chart" --set podMonitor.enabled=true,service.enabled=true,serviceMonitor.enabled=true
+expect_fail "all namespaces need cluster-scoped RBAC" "needs rbac.clusterScoped" "$helm" template t "$chart" --set standalone.enabled=true --set 'exporter.namespaces={*}'
 expect_fail "burn-rate window must be recorded" "must be listed in alerts.slo.windows" "$helm" template t "$chart" --set prometheusRule.enabled=true --set 'alerts.slo.windows={5m,1h}'
 
 step "values.schema.json rejects bad values"
