@@ -95,7 +95,7 @@ pub fn init(traces_default: TracesDefault, console: Box<dyn std::io::Write + Sen
         None if traces_endpoint => "otlp".into(),
         None => match traces_default {
             TracesDefault::OtlpIfConfigured => {
-                info!("no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT); traces are not exported, /metrics is served");
+                info!("no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT): traces are not exported");
                 "none".into()
             }
             TracesDefault::OtlpElseConsole => "console".into(),

@@ -73,7 +73,7 @@ fn cond(type_: &str, reason: &str, at: Ts) -> Condition {
         type_: type_.into(),
         status: "True".into(),
         reason: Some(reason.into()),
-        last_transition_time: Some(at.to_time()),
+        last_transition_time: Some(at),
     }
 }
 
@@ -120,8 +120,8 @@ pub fn submitted(run: &mut AgentRun, job: &Job, at: Ts) {
     let runtime = run.spec.runtime.as_ref().map(|r| r.type_.clone()).unwrap_or_default();
     let st = status(run);
     st.phase = Some("Running".into());
-    st.started_at = Some(at.to_time());
-    st.updated_at = Some(at.to_time());
+    st.started_at = Some(at);
+    st.updated_at = Some(at);
     upsert_condition(st, cond("Accepted", "Submitted", at));
     upsert_condition(st, cond("InProgress", "Running", at));
     if runtime == "job" {
@@ -138,16 +138,16 @@ pub fn submitted(run: &mut AgentRun, job: &Job, at: Ts) {
 pub fn collected_job_runtime(run: &mut AgentRun, job: &Job, at: Ts) {
     let failed = job.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
     let st = status(run);
-    st.updated_at = Some(at.to_time());
+    st.updated_at = Some(at);
     if failed {
         st.phase = Some("Failed".into());
         st.reason = Some("RunnerFailed".into());
-        st.finished_at = Some(at.to_time());
+        st.finished_at = Some(at);
         upsert_condition(st, cond("Failed", "RunnerFailed", at));
     } else {
         st.phase = Some("Succeeded".into());
-        st.started_at = job.status.start_time.clone();
-        st.finished_at = job.status.completion_time.clone().or(Some(at.to_time()));
+        st.started_at = job.status.start_time;
+        st.finished_at = job.status.completion_time.or(Some(at));
         upsert_condition(st, cond("Succeeded", "Completed", at));
     }
 }
@@ -157,8 +157,8 @@ pub fn job_missing(run: &mut AgentRun, at: Ts) {
     let st = status(run);
     st.phase = Some("Failed".into());
     st.reason = Some("JobMissing".into());
-    st.finished_at = Some(at.to_time());
-    st.updated_at = Some(at.to_time());
+    st.finished_at = Some(at);
+    st.updated_at = Some(at);
     upsert_condition(st, cond("Warning", "JobMissing", at));
     upsert_condition(st, cond("Failed", "JobMissing", at));
 }
@@ -178,9 +178,9 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
     {
         let st = status(run);
         st.phase = Some("Running".into());
-        st.updated_at = Some(at.to_time());
+        st.updated_at = Some(at);
         if st.started_at.is_none() {
-            st.started_at = Some(at.to_time());
+            st.started_at = Some(at);
         }
         upsert_condition(st, cond("Accepted", "Submitted", at));
         upsert_condition(st, cond("InProgress", "Running", at));
@@ -189,9 +189,9 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
     step.phase = Some("Running".into());
     step.attempt = Some(attempt.into());
     step.message = None;
-    step.started_at = Some(at.to_time());
+    step.started_at = Some(at);
     step.finished_at = None;
-    step.last_transition_time = Some(at.to_time());
+    step.last_transition_time = Some(at);
     step.job_ref = Some(JobRef { name: job.metadata.name.clone(), uid: job.metadata.uid.clone() });
     let st = status(run);
     st.runtime_ref = Some(RuntimeRef {
@@ -205,35 +205,35 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
 /// A workflow step attempt consumed: Succeeded, Failed, or Retrying when attempts are left.
 pub fn step_collected(run: &mut AgentRun, index: u32, name: &str, job: &Job, retrying: bool, at: Ts) {
     let failed = job.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
-    status(run).updated_at = Some(at.to_time());
+    status(run).updated_at = Some(at);
     let step = step_mut(run, index, name);
     step.phase = Some(if !failed { "Succeeded" } else if retrying { "Retrying" } else { "Failed" }.into());
     if failed {
-        step.finished_at = Some(at.to_time());
+        step.finished_at = Some(at);
     } else {
-        step.finished_at = job.status.completion_time.clone().or(Some(at.to_time()));
-        step.started_at = job.status.start_time.clone();
+        step.finished_at = job.status.completion_time.or(Some(at));
+        step.started_at = job.status.start_time;
     }
-    step.last_transition_time = Some(at.to_time());
+    step.last_transition_time = Some(at);
 }
 
 /// The workflow's write when a step's Job was not found: Retrying if attempts are left, else Failed.
 pub fn step_job_missing(run: &mut AgentRun, index: u32, name: &str, retrying: bool, at: Ts) {
     {
         let st = status(run);
-        st.updated_at = Some(at.to_time());
+        st.updated_at = Some(at);
         upsert_condition(st, cond("Warning", "WorkflowJobMissing", at));
     }
     let step = step_mut(run, index, name);
     step.phase = Some(if retrying { "Retrying" } else { "Failed" }.into());
     step.message = Some(if retrying { "Job missing; retrying" } else { "Job missing" }.into());
-    step.finished_at = Some(at.to_time());
-    step.last_transition_time = Some(at.to_time());
+    step.finished_at = Some(at);
+    step.last_transition_time = Some(at);
     if !retrying {
         let st = status(run);
         st.phase = Some("Failed".into());
         st.reason = Some("WorkflowJobMissing".into());
-        st.finished_at = Some(at.to_time());
+        st.finished_at = Some(at);
         if let Some(wf) = st.workflow.as_mut() {
             wf.phase = Some("Failed".into());
         }
@@ -244,8 +244,8 @@ pub fn step_job_missing(run: &mut AgentRun, index: u32, name: &str, retrying: bo
 /// The workflow reached its end: all steps Succeeded, or one Failed.
 pub fn workflow_finished(run: &mut AgentRun, failed: bool, at: Ts) {
     let st = status(run);
-    st.updated_at = Some(at.to_time());
-    st.finished_at = Some(at.to_time());
+    st.updated_at = Some(at);
+    st.finished_at = Some(at);
     if let Some(wf) = st.workflow.as_mut() {
         wf.phase = Some(if failed { "Failed" } else { "Succeeded" }.into());
     }
@@ -300,7 +300,7 @@ pub fn job(run: &AgentRun, uid: &str, step: Option<&StepRef>, ttl: Option<i64>, 
 
 /// The Job controller created the Pod.
 pub fn job_started(job: &mut Job, at: Ts) {
-    job.status.start_time = Some(truncate(at).to_time());
+    job.status.start_time = Some(truncate(at));
 }
 
 /// The Job controller's terminal conditions (interim `SuccessCriteriaMet`/`FailureTarget` first).
@@ -312,7 +312,7 @@ pub fn job_finished(job: &mut Job, failed: bool, at: Ts) {
         job.status.conditions.push(cond("Failed", "BackoffLimitExceeded", at));
     } else {
         job.status.succeeded = Some(1);
-        job.status.completion_time = Some(at.to_time());
+        job.status.completion_time = Some(at);
         job.status.conditions.push(cond("SuccessCriteriaMet", "CompletionsReached", at));
         job.status.conditions.push(cond("Complete", "CompletionsReached", at));
     }
@@ -361,7 +361,7 @@ pub fn pod_terminated(pod: &mut Pod, exit_code: i64, at: Ts) {
                 exit_code,
                 reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
                 started_at: None,
-                finished_at: Some(truncate(at).to_time()),
+                finished_at: Some(truncate(at)),
             }),
         }),
     }];

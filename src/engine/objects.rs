@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
+
+use super::time::Ts;
 
 pub const AGENTS_GROUP: &str = "agents.proompteng.ai";
 pub const AGENTRUN_API_VERSION: &str = "agents.proompteng.ai/v1alpha1";
@@ -230,11 +232,11 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<Time>,
+    pub updated_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_ref: Option<RuntimeRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,7 +255,7 @@ pub struct RuntimeRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_observed_at: Option<Time>,
+    pub job_observed_at: Option<Ts>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -278,11 +280,11 @@ pub struct StepStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<Time>,
+    pub last_transition_time: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_ref: Option<JobRef>,
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
@@ -315,9 +317,9 @@ pub struct IterationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_ref: Option<JobRef>,
 }
@@ -333,7 +335,7 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<Time>,
+    pub last_transition_time: Option<Ts>,
 }
 
 impl Condition {
@@ -367,9 +369,9 @@ pub struct JobSpec {
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
+    pub start_time: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_time: Option<Time>,
+    pub completion_time: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,9 +433,9 @@ pub struct ContainerTerminated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<Ts>,
 }
 
 #[cfg(test)]

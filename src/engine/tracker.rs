@@ -615,7 +615,7 @@ impl Tracker {
         let job = self.jobs.get_mut(uid)?;
         job.created = job.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if let Some(start) = &o.status.start_time {
-            job.started.get_or_insert(Ts::from_time(start));
+            job.started.get_or_insert(*start);
         }
         if job.finish.is_none() {
             job.finish = finish_of(o);
@@ -704,7 +704,7 @@ impl Tracker {
             let statuses = &o.status.container_statuses;
             let runner = statuses.iter().find(|c| c.name == objects::RUNNER_CONTAINER).or_else(|| statuses.first());
             if let Some(t) = runner.and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
-                let at = t.finished_at.as_ref().map(Ts::from_time).unwrap_or(now);
+                let at = t.finished_at.unwrap_or(now);
                 pod.terminated = Some((at, t.exit_code, t.reason.as_deref().map(Into::into)));
             }
         }
@@ -1185,18 +1185,14 @@ fn parse_step_suffix(name: &str) -> Option<(u32, Option<u32>, u32)> {
 fn finish_of(o: &Job) -> Option<Finish> {
     let cond = o.status.conditions.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
     if let Some(c) = cond {
-        let at = c
-            .last_transition_time
-            .as_ref()
-            .or(o.status.completion_time.as_ref())
-            .map(Ts::from_time)?;
+        let at = c.last_transition_time.or(o.status.completion_time)?;
         return Some(Finish {
             at,
             failed: c.type_ == "Failed",
             reason: (c.type_ == "Failed").then(|| c.reason.as_deref().map(Into::into)).flatten(),
         });
     }
-    o.status.completion_time.as_ref().map(|t| Finish { at: Ts::from_time(t), failed: false, reason: None })
+    o.status.completion_time.as_ref().map(|t| Finish { at: *t, failed: false, reason: None })
 }
 
 fn retention_of(cfg: &TrackerConfig, o: &AgentRun) -> Option<i64> {
@@ -1239,8 +1235,7 @@ fn condition_time(conditions: &[Condition], type_: &str) -> Option<Ts> {
     conditions
         .iter()
         .find(|c| c.type_ == type_ && c.is_true())
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(Ts::from_time)
+        .and_then(|c| c.last_transition_time)
 }
 
 /// When a run first seen already terminal finished, for the backfill window.
@@ -1248,20 +1243,20 @@ fn terminal_time_hint(o: &AgentRun) -> Option<Ts> {
     let status = o.status.as_ref()?;
     let outcome = terminal_phase(status.phase.as_deref())?;
     condition_time(&status.conditions, outcome.phase())
-        .or(status.updated_at.as_ref().map(Ts::from_time))
-        .or(status.finished_at.as_ref().map(Ts::from_time))
+        .or(status.updated_at)
+        .or(status.finished_at)
 }
 
 /// Folds one AgentRun status into the run: consumptions of Jobs, step progress, terminal state, missing-Job
 /// conditions.
 fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
-    let updated = status.updated_at.as_ref().map(Ts::from_time);
+    let updated = status.updated_at;
     let outcome = terminal_phase(status.phase.as_deref());
     let reason: Option<Box<str>> = status.reason.as_deref().map(Into::into);
 
     for c in &status.conditions {
         if c.is_true() && c.reason.as_deref().is_some_and(is_missing_reason) {
-            let at = c.last_transition_time.as_ref().map(Ts::from_time).or(updated).unwrap_or(now);
+            let at = c.last_transition_time.or(updated).unwrap_or(now);
             let reason: Box<str> = c.reason.as_deref().unwrap_or_default().into();
             match run.missing.iter_mut().find(|m| m.reason == reason) {
                 Some(m) => m.at = m.at.min(at),
@@ -1326,11 +1321,11 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                     }
                 };
                 if let Some(t) = &s.started_at {
-                    let t = Ts::from_time(t);
+                    let t = *t;
                     step.first_started = Some(step.first_started.map_or(t, |f| f.min(t)));
                 }
                 let job_missing = s.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
-                let step_time = s.last_transition_time.as_ref().or(s.finished_at.as_ref()).map(Ts::from_time);
+                let step_time = s.last_transition_time.or(s.finished_at);
                 let job_name = s.job_ref.as_ref().and_then(|r| r.name.as_deref());
                 if let Some(name) = job_name {
                     match phase {
@@ -1347,7 +1342,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                     match it.phase.as_deref() {
                         Some("Succeeded" | "Failed" | "Retrying") => {
                             let saw = run.referenced_running.iter().any(|n| &**n == name);
-                            let fallback = it.finished_at.as_ref().map(Ts::from_time);
+                            let fallback = it.finished_at;
                             let missing = it.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
                             consumptions.push((name.into(), write_time(saw, fallback), missing));
                         }
@@ -1361,7 +1356,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                 }
                 if job_missing {
                     for c in &missing_msgs {
-                        let at = c.last_transition_time.as_ref().map(Ts::from_time).or(step_time).unwrap_or(now);
+                        let at = c.last_transition_time.or(step_time).unwrap_or(now);
                         if step.missing.is_empty() {
                             step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
                         }

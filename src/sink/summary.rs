@@ -76,9 +76,15 @@ impl Summary {
     }
 
     pub fn to_json_lines(&self) -> String {
+        let ms = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
         let mut out = String::new();
         for r in self.runs() {
-            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+            let r = RunSummary {
+                collection_delay_seconds: ms(r.collection_delay_seconds),
+                ttl_margin_seconds: ms(r.ttl_margin_seconds),
+                ..r.clone()
+            };
+            let _ = writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default());
         }
         out
     }

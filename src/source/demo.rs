@@ -123,6 +123,7 @@ pub struct Simulator {
     created: u64,
     /// Ids for Jobs a workflow moved on from (they live until their TTL on a side track).
     retired: usize,
+    revision: u64,
     now: Ts,
 }
 
@@ -139,6 +140,7 @@ impl Simulator {
             runs: HashMap::new(),
             created: 0,
             retired: 1 << 40,
+            revision: 1000,
             now: cfg.start,
             cfg,
         };
@@ -211,11 +213,22 @@ impl Simulator {
         plan
     }
 
-    fn emit(&self, out: &mut Vec<Observation>, change: Change) {
-        out.push(Observation { at: self.now, change });
+    fn emit(&mut self, out: &mut Vec<Observation>, change: Change) {
+        let at = self.now;
+        self.emit_at(out, at, change);
     }
 
-    fn emit_at(&self, out: &mut Vec<Observation>, at: Ts, change: Change) {
+    /// Every write gets the next `resourceVersion`, as etcd's revision would give it.
+    fn emit_at(&mut self, out: &mut Vec<Observation>, at: Ts, mut change: Change) {
+        self.revision += 1;
+        if let Change::Upsert(o) | Change::Delete(o) = &mut change {
+            let meta = match o {
+                Object::AgentRun(o) => &mut o.metadata,
+                Object::Job(o) => &mut o.metadata,
+                Object::Pod(o) => &mut o.metadata,
+            };
+            meta.resource_version = Some(self.revision.to_string());
+        }
         out.push(Observation { at, change });
     }
 
@@ -334,8 +347,7 @@ impl Simulator {
                     .conditions
                     .iter()
                     .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                    .and_then(|c| c.last_transition_time.as_ref())
-                    .map(Ts::from_time)
+                    .and_then(|c| c.last_transition_time)
                     .unwrap_or(self.now);
                 let job = job.clone();
                 self.emit(out, Change::Upsert(Object::Job(job)));
@@ -447,8 +459,7 @@ impl Simulator {
             .conditions
             .iter()
             .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(Ts::from_time)
+            .and_then(|c| c.last_transition_time)
             .unwrap_or(self.now);
         if patch {
             job.spec.ttl_seconds_after_finished = Some(ttl);

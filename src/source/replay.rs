@@ -201,18 +201,18 @@ fn latest_time(change: &Change) -> Option<Ts> {
     match object {
         Object::AgentRun(r) => {
             if let Some(s) = &r.status {
-                times.extend(s.updated_at.iter().map(Ts::from_time));
-                times.extend(s.conditions.iter().filter_map(|c| c.last_transition_time.as_ref()).map(Ts::from_time));
+                times.extend(s.updated_at.iter().copied());
+                times.extend(s.conditions.iter().filter_map(|c| c.last_transition_time));
             }
         }
         Object::Job(j) => {
-            times.extend(j.status.start_time.iter().map(Ts::from_time));
-            times.extend(j.status.conditions.iter().filter_map(|c| c.last_transition_time.as_ref()).map(Ts::from_time));
+            times.extend(j.status.start_time.iter().copied());
+            times.extend(j.status.conditions.iter().filter_map(|c| c.last_transition_time));
         }
         Object::Pod(p) => {
             for c in &p.status.container_statuses {
                 if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref()) {
-                    times.extend(t.finished_at.iter().map(Ts::from_time));
+                    times.extend(t.finished_at.iter().copied());
                 }
             }
         }
