@@ -4,10 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{Ts, TrackerConfig, tracker::controller_job_ttl};
+use crate::engine::{TrackerConfig, Ts, tracker::controller_job_ttl};
 
 #[derive(Debug, Parser)]
-#[command(name = "agentrun-lifecycle-exporter", version, about = "The lifecycle of every Job behind an AgentRun, as OpenTelemetry traces and metrics")]
+#[command(
+    name = "agentrun-lifecycle-exporter",
+    version,
+    about = "The lifecycle of every Job behind an AgentRun, as OpenTelemetry traces and metrics"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,7 +44,11 @@ pub struct ScopeArgs {
     #[arg(long, env = "AGENTRUN_EXPORTER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
     /// Label selector for the Jobs (and their Pods) to watch.
-    #[arg(long, env = "AGENTRUN_EXPORTER_JOB_SELECTOR", default_value = "agents.proompteng.ai/agent-run")]
+    #[arg(
+        long,
+        env = "AGENTRUN_EXPORTER_JOB_SELECTOR",
+        default_value = "agents.proompteng.ai/agent-run"
+    )]
     pub job_selector: String,
 }
 
@@ -50,10 +58,18 @@ pub struct EngineArgs {
     #[arg(long, env = "AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS")]
     pub default_job_ttl: Option<String>,
     /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (0 disables), as the controller reads it.
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS", default_value_t = 2_592_000)]
+    #[arg(
+        long,
+        env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS",
+        default_value_t = 2_592_000
+    )]
     pub default_retention: i64,
     /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (0: kept forever).
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS",
+        default_value_t = 0
+    )]
     pub zero_ttl_retention: i64,
     /// How long a verdict waits for a late event from another watch.
     #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = parse_duration, default_value = "10s")]
@@ -107,7 +123,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8.0)]
     pub arrival: f64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    #[arg(long, env = "AGENTRUN_EXPORTER_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(
+        long,
+        env = "AGENTRUN_EXPORTER_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
     pub metrics_addr: SocketAddr,
     /// Also write the simulated watch events as JSON Lines (what `record` writes).
     #[arg(long)]
@@ -144,8 +164,13 @@ pub struct RecordArgs {
 /// `90s`, `5m`, `6h`, `1d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 5m, 6h)"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 5m, 6h)"))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -175,7 +200,15 @@ mod tests {
     fn cli_parses_every_subcommand() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["x", "watch", "--namespaces", "agents,synthesis", "--metrics-addr", "127.0.0.1:1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "watch",
+            "--namespaces",
+            "agents,synthesis",
+            "--metrics-addr",
+            "127.0.0.1:1",
+        ])
+        .unwrap();
         match cli.command {
             Command::Watch(w) => {
                 assert_eq!(w.scope.namespaces, vec!["agents", "synthesis"]);
@@ -183,6 +216,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Cli::try_parse_from(["x", "replay"]).is_err(), "replay needs files");
+        assert!(
+            Cli::try_parse_from(["x", "replay"]).is_err(),
+            "replay needs files"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The loop every mode shares: observations into the tracker, facts out to the span and metric sinks.
 
 use crate::{
-    engine::{Emitted, Fact, Observation, Ts, Tracker},
+    engine::{Emitted, Fact, Observation, Tracker, Ts},
     sink::summary::{RunSummary, Summary},
     telemetry::Telemetry,
 };
@@ -16,7 +16,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(tracker: Tracker, telemetry: Telemetry) -> Self {
-        Pipeline { tracker, telemetry, summary: None, completed_runs: 0, just_completed: Vec::new() }
+        Pipeline {
+            tracker,
+            telemetry,
+            summary: None,
+            completed_runs: 0,
+            just_completed: Vec::new(),
+        }
     }
 
     /// Also keep a per-run summary (replay prints it).

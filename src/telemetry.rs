@@ -56,7 +56,10 @@ pub struct Telemetry {
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
-    env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The first exporter of an `OTEL_*_EXPORTER` list.
@@ -77,7 +80,10 @@ pub fn resource() -> Resource {
     if !named {
         builder = builder.with_service_name(DEFAULT_SERVICE_NAME);
     }
-    if detected.get(&opentelemetry::Key::from_static_str("service.version")).is_none() {
+    if detected
+        .get(&opentelemetry::Key::from_static_str("service.version"))
+        .is_none()
+    {
         builder = builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     }
     builder.build()
@@ -85,7 +91,10 @@ pub fn resource() -> Resource {
 
 /// Builds the span output and the meter provider. Must run inside a Tokio runtime (the gRPC exporters need
 /// its reactor).
-pub fn init(traces_default: TracesDefault, console: Box<dyn std::io::Write + Send>) -> Result<Telemetry, TelemetryError> {
+pub fn init(
+    traces_default: TracesDefault,
+    console: Box<dyn std::io::Write + Send>,
+) -> Result<Telemetry, TelemetryError> {
     let resource = resource();
     let stats = Arc::new(SpanStats::default());
 
@@ -105,17 +114,24 @@ pub fn init(traces_default: TracesDefault, console: Box<dyn std::io::Write + Sen
         "otlp" => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .build()
-                .map_err(|source| TelemetryError::Exporter { signal: "traces", source })?;
+                .map_err(|source| TelemetryError::Exporter {
+                    signal: "traces",
+                    source,
+                })?;
             let config = BatchConfigBuilder::default()
                 .with_max_queue_size(SPAN_QUEUE)
                 .with_max_export_batch_size(512)
                 .with_scheduled_delay(Duration::from_secs(1))
                 .build();
-            let mut processor =
-                BatchSpanProcessor::builder(CountingExporter::new(exporter, stats.clone())).with_batch_config(config).build();
+            let mut processor = BatchSpanProcessor::builder(CountingExporter::new(exporter, stats.clone()))
+                .with_batch_config(config)
+                .build();
             processor.set_resource(&resource);
             info!(protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "exporting traces over OTLP");
-            SpanOutput::Processor { processor: Box::new(processor), capacity: SPAN_QUEUE as u64 }
+            SpanOutput::Processor {
+                processor: Box::new(processor),
+                capacity: SPAN_QUEUE as u64,
+            }
         }
         "console" => SpanOutput::Console(ConsoleView::new(console)),
         "none" => SpanOutput::None,
@@ -128,26 +144,43 @@ pub fn init(traces_default: TracesDefault, console: Box<dyn std::io::Write + Sen
         .scope_info_enabled(false)
         .build()
         .map_err(TelemetryError::Prometheus)?;
-    let mut meters = SdkMeterProvider::builder().with_resource(resource).with_reader(prometheus_reader);
+    let mut meters = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(prometheus_reader);
     let metrics_endpoint = endpoint_configured("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
-    let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER")
-        .unwrap_or_else(|| if metrics_endpoint { "otlp".into() } else { "prometheus".into() });
+    let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER").unwrap_or_else(|| {
+        if metrics_endpoint {
+            "otlp".into()
+        } else {
+            "prometheus".into()
+        }
+    });
     match metrics_choice.as_str() {
         "otlp" => {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .build()
-                .map_err(|source| TelemetryError::Exporter { signal: "metrics", source })?;
+                .map_err(|source| TelemetryError::Exporter {
+                    signal: "metrics",
+                    source,
+                })?;
             meters = meters.with_periodic_exporter(exporter);
             info!(protocol = %protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), "pushing metrics over OTLP");
         }
         "prometheus" | "none" => {}
-        "console" => warn!("OTEL_METRICS_EXPORTER=console is not supported; metrics are served on /metrics only"),
+        "console" => {
+            warn!("OTEL_METRICS_EXPORTER=console is not supported; metrics are served on /metrics only")
+        }
         other => return Err(TelemetryError::MetricsExporter(other.into())),
     }
     let meter_provider = meters.build();
     let meter = meter_provider.meter("agentrun-lifecycle-exporter");
     let metrics = Arc::new(LifecycleMetrics::new(&meter, stats.clone()));
-    Ok(Telemetry { spans: SpanSink::new(output, stats), metrics, registry, meter_provider })
+    Ok(Telemetry {
+        spans: SpanSink::new(output, stats),
+        metrics,
+        registry,
+        meter_provider,
+    })
 }
 
 fn protocol(signal_var: &str) -> String {
@@ -179,12 +212,17 @@ impl Telemetry {
 /// unless asked for, so a broken backend does not flood the log.
 pub fn init_logging(json: bool) {
     use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tonic=warn,reqwest=warn,opentelemetry_sdk=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,h2=warn,hyper=warn,tonic=warn,reqwest=warn,opentelemetry_sdk=warn")
+    });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
-        registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
     } else {
-        registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().compact().with_writer(std::io::stderr))
+            .try_init()
     };
 }

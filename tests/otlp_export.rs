@@ -15,7 +15,17 @@ async fn demo_against(protocol: &str) -> (Vec<spans::FlatSpan>, Vec<String>) {
     let protocol_env = protocol.to_string();
     let output = tokio::task::spawn_blocking(move || {
         exporter()
-            .args(["demo", "--runs", "20", "--speed", "400", "--seed", "3", "--metrics-addr", &metrics_addr])
+            .args([
+                "demo",
+                "--runs",
+                "20",
+                "--speed",
+                "400",
+                "--seed",
+                "3",
+                "--metrics-addr",
+                &metrics_addr,
+            ])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol_env)
             .output()
@@ -24,7 +34,11 @@ async fn demo_against(protocol: &str) -> (Vec<spans::FlatSpan>, Vec<String>) {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "demo failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("demo: 20 runs completed"), "{stdout}");
     let spans = spans::flatten(&received.traces.lock().unwrap());
     let metric_names: Vec<String> = received
@@ -60,15 +74,28 @@ async fn check(protocol: &str) {
         assert_eq!(s.end_ns % 1_000_000_000, 0, "{s:?}");
     }
     // The incident shows: some Job deleted before collection, with a negative margin on its job.collect.
-    assert!(spans.iter().any(|s| s.name == "job.ttl"
-        && s.attrs.get("agentrun.job.deleted_before_collection").map(String::as_str) == Some("true")
-        && s.status == 2
-        && s.events.iter().any(|(e, _)| e == "job.deleted_before_collection")));
-    assert!(spans.iter().any(|s| s.name == "job.collect"
-        && s.attrs.get("agentrun.job.outcome").map(String::as_str) == Some("missing")
-        && s.attrs.get("agentrun.job.ttl_margin_seconds").and_then(|m| m.parse::<f64>().ok()).is_some_and(|m| m < 0.0)));
-    assert!(spans.iter().any(|s| s.name == "agentrun"
-        && s.events.iter().any(|(e, _)| e == "agentrun.job_missing")));
+    assert!(spans.iter().any(|s| {
+        s.name == "job.ttl"
+            && s.attrs
+                .get("agentrun.job.deleted_before_collection")
+                .map(String::as_str)
+                == Some("true")
+            && s.status == 2
+            && s.events.iter().any(|(e, _)| e == "job.deleted_before_collection")
+    }));
+    assert!(spans.iter().any(|s| {
+        s.name == "job.collect"
+            && s.attrs.get("agentrun.job.outcome").map(String::as_str) == Some("missing")
+            && s.attrs
+                .get("agentrun.job.ttl_margin_seconds")
+                .and_then(|m| m.parse::<f64>().ok())
+                .is_some_and(|m| m < 0.0)
+    }));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "agentrun" && s.events.iter().any(|(e, _)| e == "agentrun.job_missing"))
+    );
     for wanted in [
         "agentrun.job.collection_delay [s]",
         "agentrun.job.ttl_margin [s]",
@@ -76,7 +103,10 @@ async fn check(protocol: &str) {
         "agentrun.job.phase_duration [s]",
         "agentrun.exporter.spans_exported [{span}]",
     ] {
-        assert!(metrics.iter().any(|m| m == wanted), "{protocol}: OTLP metrics lack {wanted}: {metrics:?}");
+        assert!(
+            metrics.iter().any(|m| m == wanted),
+            "{protocol}: OTLP metrics lack {wanted}: {metrics:?}"
+        );
     }
 }
 

@@ -10,7 +10,10 @@ use support::{exporter, otlp, spans};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/domain-examples");
 
 fn fixture_files() -> Vec<String> {
-    ["agentruns.json", "jobs.json", "pods.json"].iter().map(|f| format!("{FIXTURES}/{f}")).collect()
+    ["agentruns.json", "jobs.json", "pods.json"]
+        .iter()
+        .map(|f| format!("{FIXTURES}/{f}"))
+        .collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,7 +27,9 @@ fn replay(args: &[&str], endpoint: Option<String>) -> (String, String) {
     let mut cmd = exporter();
     cmd.arg("replay").args(args);
     match endpoint {
-        Some(e) => cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", e).env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        Some(e) => cmd
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", e)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         None => cmd.env("OTEL_TRACES_EXPORTER", "none"),
     };
     let out = cmd.output().unwrap();
@@ -39,11 +44,17 @@ fn golden_summary_of_kubectl_watch_output() {
     let files = fixture_files();
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
     let (table, _) = replay(&args, None);
-    assert_eq!(table, std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap());
+    assert_eq!(
+        table,
+        std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap()
+    );
     let mut json_args = vec!["--format", "json"];
     json_args.extend(&args);
     let (json, _) = replay(&json_args, None);
-    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
+    assert_eq!(
+        json,
+        std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap()
+    );
 }
 
 /// The same events as JSON Lines with `observedAt`: the same summary.
@@ -58,14 +69,21 @@ fn golden_summary_of_json_lines() {
             lines.push(v.unwrap());
         }
     }
-    lines.sort_by_key(|v| v["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap());
+    lines.sort_by_key(|v| {
+        v["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
     // observedAt: one second after each object's latest change is a fair stand-in for a watch's delay.
     let body: String = lines
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let mut v = v.clone();
-            v["observedAt"] = serde_json::Value::String(format!("2026-08-20T14:{:02}:{:02}Z", i / 60, i % 60));
+            v["observedAt"] =
+                serde_json::Value::String(format!("2026-08-20T14:{:02}:{:02}Z", i / 60, i % 60));
             format!("{v}\n")
         })
         .collect();
@@ -73,7 +91,10 @@ fn golden_summary_of_json_lines() {
     std::fs::write(&path, body).unwrap();
     let (json, _) = replay(&["--format", "json", path.to_str().unwrap()], None);
     // Collection and margins come from the objects' own times, so they do not move with observedAt.
-    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
+    assert_eq!(
+        json,
+        std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,19 +111,34 @@ async fn domain_examples_export_well_formed_traces_without_secrets() {
     let spans = spans::flatten(&received.traces.lock().unwrap());
     assert_eq!(spans::check_traces(&spans), Ok(2));
     let text = format!("{spans:?}");
-    for secret in ["s3cr3t", "do-not-export", "gpt-5.6", "proompteng/lab", "/workspace"] {
+    for secret in [
+        "s3cr3t",
+        "do-not-export",
+        "gpt-5.6",
+        "proompteng/lab",
+        "/workspace",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked into a span");
     }
-    let ttl = spans.iter().find(|s| s.name == "job.ttl" && s.attrs["k8s.job.name"] == "codex-run-demo-job").unwrap();
+    let ttl = spans
+        .iter()
+        .find(|s| s.name == "job.ttl" && s.attrs["k8s.job.name"] == "codex-run-demo-job")
+        .unwrap();
     // Job finished 12:07:43 (Complete), the TTL controller deleted it at 12:17:43.
     assert_eq!(ttl.start_ns, 1_787_227_663_000_000_000);
     assert_eq!(ttl.end_ns, 1_787_228_263_000_000_000);
     assert_eq!(ttl.attrs["agentrun.job.ttl_applied"], "after_collection");
     assert_eq!(ttl.attrs["agentrun.job.deleted_before_collection"], "false");
-    let root = spans.iter().find(|s| s.name == "agentrun" && s.attrs["agentrun.name"] == "codex-run-sample").unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s.name == "agentrun" && s.attrs["agentrun.name"] == "codex-run-sample")
+        .unwrap();
     assert_eq!(root.status, 2);
     assert_eq!(root.attrs["agentrun.reason"], "WorkflowJobMissing");
-    assert_eq!(root.events, vec![("agentrun.job_missing".to_string(), 1_787_233_270_866_000_000)]);
+    assert_eq!(
+        root.events,
+        vec![("agentrun.job_missing".to_string(), 1_787_233_270_866_000_000)]
+    );
 }
 
 #[test]
@@ -110,13 +146,23 @@ fn malformed_events_are_reported_with_file_and_line_and_skipped() {
     let dir = scratch("bad");
     let good = std::fs::read_to_string(format!("{FIXTURES}/agentruns.json")).unwrap();
     let path = dir.join("agentruns.json");
-    std::fs::write(&path, format!("{{\n    \"type\": \"ADDED\",\n    broken\n}}\n{good}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{{\n    \"type\": \"ADDED\",\n    broken\n}}\n{good}"),
+    )
+    .unwrap();
     let mut args = vec![path.to_str().unwrap().to_string()];
     args.extend(fixture_files().into_iter().skip(1));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (table, stderr) = replay(&args, None);
-    assert!(stderr.contains(&format!("{}:1: not JSON", path.display())), "{stderr}");
-    assert_eq!(table, std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap());
+    assert!(
+        stderr.contains(&format!("{}:1: not JSON", path.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        table,
+        std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap()
+    );
 }
 
 async fn demo_recorded(dir: &Path) -> Vec<spans::FlatSpan> {
@@ -126,7 +172,18 @@ async fn demo_recorded(dir: &Path) -> Vec<spans::FlatSpan> {
     let metrics = format!("127.0.0.1:{}", support::free_port());
     let out = tokio::task::spawn_blocking(move || {
         exporter()
-            .args(["demo", "--runs", "12", "--speed", "400", "--seed", "11", "--metrics-addr", &metrics, "--record"])
+            .args([
+                "demo",
+                "--runs",
+                "12",
+                "--speed",
+                "400",
+                "--seed",
+                "11",
+                "--metrics-addr",
+                &metrics,
+                "--record",
+            ])
             .arg(capture)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
@@ -158,7 +215,11 @@ async fn replay_exports_the_same_spans_as_the_live_run() {
     assert_eq!(spans::check_traces(&live), Ok(12));
 
     let from_jsonl = replayed(vec![dir.join("capture.jsonl")]).await;
-    assert!(from_jsonl == live, "JSON Lines replay: {}", spans::diff(&live, &from_jsonl));
+    assert!(
+        from_jsonl == live,
+        "JSON Lines replay: {}",
+        spans::diff(&live, &from_jsonl)
+    );
 
     // The same events as kubectl's pretty watch output, one file per kind, without observedAt.
     let text = std::fs::read_to_string(dir.join("capture.jsonl")).unwrap();
@@ -178,5 +239,9 @@ async fn replay_exports_the_same_spans_as_the_live_run() {
         files.push(p);
     }
     let from_kubectl = replayed(files).await;
-    assert!(from_kubectl == live, "kubectl-form replay: {}", spans::diff(&live, &from_kubectl));
+    assert!(
+        from_kubectl == live,
+        "kubectl-form replay: {}",
+        spans::diff(&live, &from_kubectl)
+    );
 }

@@ -7,7 +7,7 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use agentrun_lifecycle_exporter::{
-    engine::{Change, Fact, Kind, Observation, Ts, Tracker, TrackerConfig},
+    engine::{Change, Fact, Kind, Observation, Tracker, TrackerConfig, Ts},
     sink::{metrics::LifecycleMetrics, spans::SpanStats},
     source::kube::{Readiness, WatchScope, spawn_watches},
 };
@@ -48,8 +48,16 @@ fn finished() -> Value {
 
 fn describe(o: &Observation) -> String {
     match &o.change {
-        Change::Upsert(obj) => format!("upsert {:?} {}", obj.kind(), obj.metadata().uid.as_deref().unwrap_or("")),
-        Change::Delete(obj) => format!("delete {:?} {}", obj.kind(), obj.metadata().uid.as_deref().unwrap_or("")),
+        Change::Upsert(obj) => format!(
+            "upsert {:?} {}",
+            obj.kind(),
+            obj.metadata().uid.as_deref().unwrap_or("")
+        ),
+        Change::Delete(obj) => format!(
+            "delete {:?} {}",
+            obj.kind(),
+            obj.metadata().uid.as_deref().unwrap_or("")
+        ),
         Change::RelistBegin { kind, .. } => format!("relist {kind:?}"),
         Change::RelistEnd { kind, .. } => format!("relisted {kind:?}"),
     }
@@ -70,11 +78,17 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
         vec![
             // Watch 1: a new Job, a bookmark, then the server ends the watch (timeout).
             WatchScript {
-                events: vec![event("ADDED", job("other-job", "job-b", 15, json!({}))), bookmark("batch/v1", "Job", 20)],
+                events: vec![
+                    event("ADDED", job("other-job", "job-b", 15, json!({}))),
+                    bookmark("batch/v1", "Job", 20),
+                ],
                 end: WatchEnd::Close,
             },
             // Watch 2 (resumed from the bookmark): the history is gone.
-            WatchScript { events: vec![], end: WatchEnd::Expired },
+            WatchScript {
+                events: vec![],
+                end: WatchEnd::Expired,
+            },
         ],
     );
     let addr = api.start().await;
@@ -82,10 +96,16 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let api2 = api.clone();
 
     let registry_meter = opentelemetry::global::meter("test");
-    let metrics = Arc::new(LifecycleMetrics::new(&registry_meter, Arc::new(SpanStats::default())));
+    let metrics = Arc::new(LifecycleMetrics::new(
+        &registry_meter,
+        Arc::new(SpanStats::default()),
+    ));
     let ready = Readiness::new(3);
     let (tx, mut rx) = mpsc::channel(1024);
-    let scope = WatchScope { namespaces: vec!["agents".into()], job_selector: "agents.proompteng.ai/agent-run".into() };
+    let scope = WatchScope {
+        namespaces: vec!["agents".into()],
+        job_selector: "agents.proompteng.ai/agent-run".into(),
+    };
     let tasks = spawn_watches(client(addr), &scope, tx, metrics, ready.clone());
 
     let mut jobs = Vec::new();
@@ -93,7 +113,10 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut relists = 0;
     while relists < 2 {
-        let obs = tokio::time::timeout_at(deadline, rx.recv()).await.expect("observations in time").unwrap();
+        let obs = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("observations in time")
+            .unwrap();
         if matches!(obs.change, Change::RelistEnd { kind: Kind::Job, .. }) {
             relists += 1;
             if relists == 1 {
@@ -129,13 +152,28 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
         ],
         "the malformed Job is skipped and the watch goes on"
     );
-    let watches = api.requests_to(JOBS).into_iter().filter(|r| r.contains("watch=true")).collect::<Vec<_>>();
+    let watches = api
+        .requests_to(JOBS)
+        .into_iter()
+        .filter(|r| r.contains("watch=true"))
+        .collect::<Vec<_>>();
     assert!(watches[0].contains("resourceVersion=10"), "{watches:?}");
-    assert!(watches[1].contains("resourceVersion=20"), "resumes from the bookmark: {watches:?}");
-    assert!(watches.iter().all(|w| w.contains("labelSelector=agents.proompteng.ai%2Fagent-run")), "{watches:?}");
+    assert!(
+        watches[1].contains("resourceVersion=20"),
+        "resumes from the bookmark: {watches:?}"
+    );
+    assert!(
+        watches
+            .iter()
+            .all(|w| w.contains("labelSelector=agents.proompteng.ai%2Fagent-run")),
+        "{watches:?}"
+    );
 
     // The tracker finds job-a gone in the relist, time unknown, before any collection.
-    let mut tracker = Tracker::new(TrackerConfig { settle_ms: 0, ..TrackerConfig::default() });
+    let mut tracker = Tracker::new(TrackerConfig {
+        settle_ms: 0,
+        ..TrackerConfig::default()
+    });
     let mut facts = Vec::new();
     for mut obs in all {
         obs.at = Ts(1_787_227_300_000);
@@ -145,13 +183,23 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let gone: Vec<_> = facts
         .iter()
         .filter_map(|e| match &e.fact {
-            Fact::JobGone { job, before_collection, deleted, .. } => {
-                Some((job.uid.to_string(), *before_collection, deleted.source))
-            }
+            Fact::JobGone {
+                job,
+                before_collection,
+                deleted,
+                ..
+            } => Some((job.uid.to_string(), *before_collection, deleted.source)),
             _ => None,
         })
         .collect();
-    assert_eq!(gone, vec![("job-a".into(), true, agentrun_lifecycle_exporter::engine::TimeSource::UnknownGap)]);
+    assert_eq!(
+        gone,
+        vec![(
+            "job-a".into(),
+            true,
+            agentrun_lifecycle_exporter::engine::TimeSource::UnknownGap
+        )]
+    );
 }
 
 #[test]
@@ -195,9 +243,18 @@ fn watch_binary_becomes_ready_and_counts_events() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(body.contains("agentrun_exporter_watch_events_total{resource=\"jobs\",type=\"relisted\"} 1"), "{body}");
-    assert!(body.contains("agentrun_exporter_watch_errors_total{resource=\"pods\"} 0"), "{body}");
-    assert!(body.contains("agentrun_job_awaiting_collection{namespace=\"agents\"} 1"), "{body}");
+    assert!(
+        body.contains("agentrun_exporter_watch_events_total{resource=\"jobs\",type=\"relisted\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("agentrun_exporter_watch_errors_total{resource=\"pods\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("agentrun_job_awaiting_collection{namespace=\"agents\"} 1"),
+        "{body}"
+    );
     // The default namespace is the kubeconfig context's.
     assert!(api.requests.lock().unwrap().iter().any(|r| r.starts_with(JOBS)));
 }

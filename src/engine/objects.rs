@@ -43,7 +43,9 @@ impl Kind {
     pub const ALL: [Kind; 3] = [Kind::AgentRun, Kind::Job, Kind::Pod];
 }
 
-/// One watched object, projected.
+/// One watched object, projected. Objects are transient (one per event, dropped once applied), so the
+/// variants are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     AgentRun(AgentRun),
@@ -70,7 +72,11 @@ impl Object {
 
     /// Decodes one object by its `kind`, keeping only the projected fields.
     pub fn from_json(value: serde_json::Value) -> Result<Object, ObjectError> {
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
         let object = match kind.as_str() {
             "AgentRun" => Object::AgentRun(serde_json::from_value(value)?),
             "Job" => Object::Job(serde_json::from_value(value)?),
@@ -127,14 +133,21 @@ pub enum ObjectError {
 }
 
 fn keep_label(key: &str) -> bool {
-    key.starts_with("agents.proompteng.ai/") || key == LABEL_JOB_NAME || key == "job-name" || key == LABEL_CONTROLLER_UID
+    key.starts_with("agents.proompteng.ai/")
+        || key == LABEL_JOB_NAME
+        || key == "job-name"
+        || key == LABEL_CONTROLLER_UID
 }
 
 /// Keeps identity, times, owners, finalizers and our labels; drops the rest.
 pub fn slim_meta(meta: ObjectMeta) -> ObjectMeta {
     let labels = meta
         .labels
-        .map(|l| l.into_iter().filter(|(k, _)| keep_label(k)).collect::<BTreeMap<_, _>>())
+        .map(|l| {
+            l.into_iter()
+                .filter(|(k, _)| keep_label(k))
+                .collect::<BTreeMap<_, _>>()
+        })
         .filter(|l| !l.is_empty());
     ObjectMeta {
         name: meta.name,
@@ -153,7 +166,10 @@ pub fn slim_meta(meta: ObjectMeta) -> ObjectMeta {
 
 /// The AgentRun's owner reference on a Job (there is no `controller: true` on it upstream).
 pub fn agentrun_owner(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.as_ref()?.iter().find(|o| o.kind == "AgentRun" && o.api_version.starts_with(AGENTS_GROUP))
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "AgentRun" && o.api_version.starts_with(AGENTS_GROUP))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -219,7 +235,12 @@ impl IntOrString {
             IntOrString::Int(i) => Some(*i),
             IntOrString::Float(f) if f.is_finite() => Some(f.trunc() as i64),
             IntOrString::Float(_) => None,
-            IntOrString::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.trunc() as i64),
+            IntOrString::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| f.trunc() as i64),
         }
     }
 }
@@ -478,8 +499,12 @@ mod tests {
     #[test]
     fn rejects_unknown_kinds_and_bad_fields_with_a_clear_error() {
         let err = Object::from_json(json!({"kind": "ConfigMap"})).unwrap_err();
-        assert_eq!(err.to_string(), "unsupported kind \"ConfigMap\" (expected AgentRun, Job or Pod)");
-        let err = Object::from_json(json!({"kind": "Job", "status": {"startTime": "not a time"}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported kind \"ConfigMap\" (expected AgentRun, Job or Pod)"
+        );
+        let err =
+            Object::from_json(json!({"kind": "Job", "status": {"startTime": "not a time"}})).unwrap_err();
         assert!(err.to_string().starts_with("malformed object:"), "{err}");
     }
 }

@@ -30,7 +30,9 @@ const TTL_DEADLINE_TOLERANCE_MS: i64 = 1000;
 /// exactly as `runtime-config.ts` reads it: unset, negative or unparseable → 600, below 30 → 30, then
 /// clamped to [30 s, 7 d].
 pub fn controller_job_ttl(env_value: Option<&str>) -> i64 {
-    let parsed = env_value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0);
+    let parsed = env_value
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0);
     let secs = parsed.map(|v| v.trunc() as i64).unwrap_or(CONTROLLER_TTL_DEFAULT);
     secs.clamp(CONTROLLER_TTL_MIN, CONTROLLER_TTL_MAX)
 }
@@ -76,9 +78,15 @@ pub enum Change {
     Upsert(Object),
     Delete(Object),
     /// A (re)list of `kind` in `namespace` (all namespaces when `None`) starts; the objects follow as upserts.
-    RelistBegin { kind: Kind, namespace: Option<String> },
+    RelistBegin {
+        kind: Kind,
+        namespace: Option<String>,
+    },
     /// The list is complete: every tracked object of that scope it did not contain vanished during the gap.
-    RelistEnd { kind: Kind, namespace: Option<String> },
+    RelistEnd {
+        kind: Kind,
+        namespace: Option<String>,
+    },
 }
 
 /// A change and when it was observed.
@@ -235,6 +243,9 @@ struct DoneRun {
     retention: Option<i64>,
 }
 
+/// A relist in progress: the kind, and its namespace (all when `None`).
+type RelistScope = (Kind, Option<Arc<str>>);
+
 #[derive(Debug, Default)]
 pub struct Tracker {
     cfg: TrackerConfig,
@@ -246,7 +257,7 @@ pub struct Tracker {
     done: HashMap<Box<str>, DoneRun>,
     jobs: HashMap<Box<str>, JobTrack>,
     pods: HashMap<Box<str>, PodTrack>,
-    relists: HashMap<(Kind, Option<Arc<str>>), HashSet<Box<str>>>,
+    relists: HashMap<RelistScope, HashSet<Box<str>>>,
     /// Runs to evaluate again at a time (a verdict waiting to settle).
     timers: BTreeMap<Ts, Vec<Box<str>>>,
     out: Vec<Emitted>,
@@ -254,7 +265,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
-        Tracker { cfg, ..Tracker::default() }
+        Tracker {
+            cfg,
+            ..Tracker::default()
+        }
     }
 
     pub fn now(&self) -> Ts {
@@ -296,7 +310,13 @@ impl Tracker {
 
     /// Settles every pending verdict as if all waits had elapsed (end of a replay or a demo).
     pub fn flush(&mut self) -> Vec<Emitted> {
-        let far = self.timers.keys().next_back().copied().unwrap_or(self.now).max(self.now);
+        let far = self
+            .timers
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.now)
+            .max(self.now);
         self.tick(far.add_millis(1))
     }
 
@@ -339,10 +359,16 @@ impl Tracker {
     }
 
     fn relist_end(&mut self, kind: Kind, scope: Option<Arc<str>>) {
-        let Some(seen) = self.relists.remove(&(kind, scope.clone())) else { return };
+        let Some(seen) = self.relists.remove(&(kind, scope.clone())) else {
+            return;
+        };
         let in_scope = |ns: &Arc<str>| scope.as_ref().is_none_or(|s| s == ns);
         let now = self.now;
-        let gap = Stamp { at: now, source: TimeSource::UnknownGap, clamped: false };
+        let gap = Stamp {
+            at: now,
+            source: TimeSource::UnknownGap,
+            clamped: false,
+        };
         let mut dirty = Vec::new();
         match kind {
             Kind::AgentRun => {
@@ -359,7 +385,8 @@ impl Tracker {
                         dirty.push(uid);
                     }
                 }
-                self.done.retain(|uid, d| !in_scope(&d.namespace) || seen.contains(uid));
+                self.done
+                    .retain(|uid, d| !in_scope(&d.namespace) || seen.contains(uid));
             }
             Kind::Job => {
                 let vanished: Vec<Box<str>> = self
@@ -385,7 +412,8 @@ impl Tracker {
                     .iter()
                     .filter(|(uid, _)| !seen.contains(*uid))
                     .filter(|(_, p)| {
-                        self.jobs.get(&p.job_uid).is_none_or(|j| in_scope(&j.namespace)) && p.deleted.is_none()
+                        self.jobs.get(&p.job_uid).is_none_or(|j| in_scope(&j.namespace))
+                            && p.deleted.is_none()
                     })
                     .map(|(uid, _)| uid.clone())
                     .collect();
@@ -425,8 +453,11 @@ impl Tracker {
 
     fn upsert_run(&mut self, o: &AgentRun, deleted: bool) -> Option<Box<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
+        let (Some(uid), Some(name), Some(ns)) = (
+            meta.uid.as_deref(),
+            meta.name.as_deref(),
+            meta.namespace.as_deref(),
+        ) else {
             return None;
         };
         let namespace = self.intern(ns);
@@ -457,7 +488,13 @@ impl Tracker {
                 name: name.into(),
                 uid: uid.into(),
                 runtime,
-                agent: o.spec.agent_ref.as_ref().map(|a| a.name.as_str()).filter(|a| !a.is_empty()).map(Into::into),
+                agent: o
+                    .spec
+                    .agent_ref
+                    .as_ref()
+                    .map(|a| a.name.as_str())
+                    .filter(|a| !a.is_empty())
+                    .map(Into::into),
                 provider: None,
             });
             let terminal_before = terminal_time_hint(o);
@@ -484,10 +521,14 @@ impl Tracker {
                 export,
             };
             self.runs.insert(uid.into(), run);
-            self.run_by_name.insert((namespace.clone(), name.into()), uid.into());
+            self.run_by_name
+                .insert((namespace.clone(), name.into()), uid.into());
             if self.series_seen.insert((namespace.clone(), runtime)) {
                 self.out.push(Emitted {
-                    fact: Fact::SeriesSeen { namespace: namespace.clone(), runtime },
+                    fact: Fact::SeriesSeen {
+                        namespace: namespace.clone(),
+                        runtime,
+                    },
                     counted: true,
                     exported: false,
                 });
@@ -521,10 +562,16 @@ impl Tracker {
             .map(|(uid, j)| (j.info.step.clone(), j.info.name.clone(), uid.clone()))
             .collect();
         adopted.sort();
-        let provider = adopted.iter().find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.provider.clone()));
-        let agent = adopted.iter().find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.agent.clone()));
+        let provider = adopted
+            .iter()
+            .find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.provider.clone()));
+        let agent = adopted
+            .iter()
+            .find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.agent.clone()));
         if let Some(run) = self.runs.get_mut(run_uid) {
-            if run.info.provider.is_none() && provider.is_some() || run.info.agent.is_none() && agent.is_some() {
+            if run.info.provider.is_none() && provider.is_some()
+                || run.info.agent.is_none() && agent.is_some()
+            {
                 let mut info = (*run.info).clone();
                 info.provider = info.provider.or(provider);
                 info.agent = info.agent.or(agent);
@@ -545,8 +592,11 @@ impl Tracker {
 
     fn upsert_job(&mut self, o: &Job, deleted: bool) -> Option<Box<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
+        let (Some(uid), Some(name), Some(ns)) = (
+            meta.uid.as_deref(),
+            meta.name.as_deref(),
+            meta.namespace.as_deref(),
+        ) else {
             return None;
         };
         let labels = meta.labels.clone().unwrap_or_default();
@@ -569,7 +619,10 @@ impl Tracker {
             let info = Arc::new(JobInfo {
                 name: name.into(),
                 uid: uid.into(),
-                step_name: step.as_ref().and_then(|_| labels.get(objects::LABEL_STEP)).map(|s| s.as_str().into()),
+                step_name: step
+                    .as_ref()
+                    .and_then(|_| labels.get(objects::LABEL_STEP))
+                    .map(|s| s.as_str().into()),
                 step,
             });
             self.jobs.insert(
@@ -595,8 +648,12 @@ impl Tracker {
                     agent: labels.get(objects::LABEL_AGENT).map(|s| s.as_str().into()),
                 },
             );
-            let pending: Vec<Box<str>> =
-                self.pods.iter().filter(|(_, p)| &*p.job_uid == uid).map(|(puid, _)| puid.clone()).collect();
+            let pending: Vec<Box<str>> = self
+                .pods
+                .iter()
+                .filter(|(_, p)| &*p.job_uid == uid)
+                .map(|(puid, _)| puid.clone())
+                .collect();
             if let Some(job) = self.jobs.get_mut(uid) {
                 job.pods = pending;
             }
@@ -609,11 +666,14 @@ impl Tracker {
             }
         }
         let run_uid = self.run_uid_of_job(uid);
-        let consumed = run_uid.as_ref().and_then(|r| self.runs.get(r)).is_some_and(|r| {
-            r.consumed.iter().any(|c| &*c.job_name == name && !c.missing)
-        });
+        let consumed = run_uid
+            .as_ref()
+            .and_then(|r| self.runs.get(r))
+            .is_some_and(|r| r.consumed.iter().any(|c| &*c.job_name == name && !c.missing));
         let job = self.jobs.get_mut(uid)?;
-        job.created = job.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
+        job.created = job
+            .created
+            .or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if let Some(start) = &o.status.start_time {
             job.started.get_or_insert(*start);
         }
@@ -630,7 +690,10 @@ impl Tracker {
                 } else {
                     TtlApplied::AtCreation
                 };
-                job.ttl = Some(Ttl { seconds: secs, applied });
+                job.ttl = Some(Ttl {
+                    seconds: secs,
+                    applied,
+                });
             }
             (Some(secs), Some(ttl)) => job.ttl = Some(Ttl { seconds: secs, ..ttl }),
             (None, _) => job.seen_without_ttl = true,
@@ -645,13 +708,14 @@ impl Tracker {
             job.deletion_noticed.get_or_insert(now);
         }
         let (provider, agent) = (job.provider.clone(), job.agent.clone());
-        if let Some(run) = run_uid.as_ref().and_then(|r| self.runs.get_mut(r)) {
-            if run.info.provider.is_none() && provider.is_some() || run.info.agent.is_none() && agent.is_some() {
-                let mut info = (*run.info).clone();
-                info.provider = info.provider.or(provider);
-                info.agent = info.agent.or(agent);
-                run.info = Arc::new(info);
-            }
+        if let Some(run) = run_uid.as_ref().and_then(|r| self.runs.get_mut(r))
+            && (run.info.provider.is_none() && provider.is_some()
+                || run.info.agent.is_none() && agent.is_some())
+        {
+            let mut info = (*run.info).clone();
+            info.provider = info.provider.or(provider);
+            info.agent = info.agent.or(agent);
+            run.info = Arc::new(info);
         }
         run_uid
     }
@@ -662,16 +726,26 @@ impl Tracker {
 
     fn upsert_pod(&mut self, o: &Pod, deleted: bool) -> Option<Box<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
+        let (Some(uid), Some(name), Some(ns)) = (
+            meta.uid.as_deref(),
+            meta.name.as_deref(),
+            meta.namespace.as_deref(),
+        ) else {
             return None;
         };
         let job_uid = meta
             .owner_references
             .as_ref()
-            .and_then(|refs| refs.iter().find(|r| r.kind == "Job" && r.controller == Some(true)))
+            .and_then(|refs| {
+                refs.iter()
+                    .find(|r| r.kind == "Job" && r.controller == Some(true))
+            })
             .map(|r| r.uid.clone())
-            .or_else(|| meta.labels.as_ref().and_then(|l| l.get(objects::LABEL_CONTROLLER_UID).cloned()));
+            .or_else(|| {
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(objects::LABEL_CONTROLLER_UID).cloned())
+            });
         let job_uid = job_uid?;
         let namespace = self.intern(ns);
         self.note_relist(Kind::Pod, &namespace, uid);
@@ -683,7 +757,11 @@ impl Tracker {
             self.pods.insert(
                 uid.into(),
                 PodTrack {
-                    info: PodInfo { name: name.into(), uid: uid.into(), node: None },
+                    info: PodInfo {
+                        name: name.into(),
+                        uid: uid.into(),
+                        node: None,
+                    },
                     job_uid: job_uid.as_str().into(),
                     created: None,
                     terminated: None,
@@ -696,14 +774,22 @@ impl Tracker {
             }
         }
         let pod = self.pods.get_mut(uid)?;
-        pod.created = pod.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
+        pod.created = pod
+            .created
+            .or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if pod.info.node.is_none() {
             pod.info.node = o.spec.node_name.as_deref().map(Into::into);
         }
         if pod.terminated.is_none() {
             let statuses = &o.status.container_statuses;
-            let runner = statuses.iter().find(|c| c.name == objects::RUNNER_CONTAINER).or_else(|| statuses.first());
-            if let Some(t) = runner.and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
+            let runner = statuses
+                .iter()
+                .find(|c| c.name == objects::RUNNER_CONTAINER)
+                .or_else(|| statuses.first());
+            if let Some(t) = runner
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+            {
                 let at = t.finished_at.unwrap_or(now);
                 pod.terminated = Some((at, t.exit_code, t.reason.as_deref().map(Into::into)));
             }
@@ -725,7 +811,11 @@ impl Tracker {
         let counted = at >= self.cfg.count_since;
         // A run outside the backfill window exports no spans; its facts still count when they are new.
         if exported || counted {
-            self.out.push(Emitted { fact, counted, exported });
+            self.out.push(Emitted {
+                fact,
+                counted,
+                exported,
+            });
         }
     }
 
@@ -754,156 +844,188 @@ impl Tracker {
         let ttl_rule = run.ttl_rule;
         let mut facts: Vec<(Ts, Fact)> = Vec::new();
         let mut wake: Option<Ts> = None;
-        let Some(job) = self.jobs.get_mut(job_uid) else { return };
+        let Some(job) = self.jobs.get_mut(job_uid) else {
+            return;
+        };
 
         // job.submit: run/step start → Job created.
-        if !job.emitted.has(Flags::SUBMIT) {
-            if let Some(created) = job.created {
-                let start = Stamp::object(submit_start.unwrap_or(run_created)).not_before(run_created);
-                let end = Stamp::object(created).not_before(start.at);
-                job.submit_start = Some(start.at);
-                job.clamped.created = Some(end);
-                job.emitted.set(Flags::SUBMIT);
-                facts.push((
-                    end.at,
-                    Fact::JobPhase { run: info.clone(), job: jinfo.clone(), phase: Phase::Submit, start, end, failure: None },
-                ));
-            }
+        if !job.emitted.has(Flags::SUBMIT)
+            && let Some(created) = job.created
+        {
+            let start = Stamp::object(submit_start.unwrap_or(run_created)).not_before(run_created);
+            let end = Stamp::object(created).not_before(start.at);
+            job.submit_start = Some(start.at);
+            job.clamped.created = Some(end);
+            job.emitted.set(Flags::SUBMIT);
+            facts.push((
+                end.at,
+                Fact::JobPhase {
+                    run: info.clone(),
+                    job: jinfo.clone(),
+                    phase: Phase::Submit,
+                    start,
+                    end,
+                    failure: None,
+                },
+            ));
         }
         // job.pending: created → started.
-        if job.emitted.has(Flags::SUBMIT) && !job.emitted.has(Flags::PENDING) {
-            if let (Some(created), Some(started)) = (job.clamped.created, job.started) {
-                let end = Stamp::object(started).not_before(created.at);
-                job.clamped.started = Some(end);
-                job.emitted.set(Flags::PENDING);
-                facts.push((
-                    end.at,
-                    Fact::JobPhase {
-                        run: info.clone(),
-                        job: jinfo.clone(),
-                        phase: Phase::Pending,
-                        start: Stamp { clamped: false, ..created },
-                        end,
-                        failure: None,
+        if job.emitted.has(Flags::SUBMIT)
+            && !job.emitted.has(Flags::PENDING)
+            && let (Some(created), Some(started)) = (job.clamped.created, job.started)
+        {
+            let end = Stamp::object(started).not_before(created.at);
+            job.clamped.started = Some(end);
+            job.emitted.set(Flags::PENDING);
+            facts.push((
+                end.at,
+                Fact::JobPhase {
+                    run: info.clone(),
+                    job: jinfo.clone(),
+                    phase: Phase::Pending,
+                    start: Stamp {
+                        clamped: false,
+                        ..created
                     },
-                ));
-            }
+                    end,
+                    failure: None,
+                },
+            ));
         }
         // job.run: started → Complete/Failed.
-        if job.emitted.has(Flags::SUBMIT) && !job.emitted.has(Flags::RUN) {
-            if let (Some(started), Some(finish)) = (job.clamped.started.or(job.clamped.created), job.finish.as_ref()) {
-                let end = Stamp::object(finish.at).not_before(started.at);
-                job.clamped.finished = Some(end);
-                job.emitted.set(Flags::RUN);
-                facts.push((
-                    end.at,
-                    Fact::JobPhase {
-                        run: info.clone(),
-                        job: jinfo.clone(),
-                        phase: Phase::Run,
-                        start: Stamp { clamped: false, ..started },
-                        end,
-                        failure: finish.failed.then(|| finish.reason.clone()),
+        if job.emitted.has(Flags::SUBMIT)
+            && !job.emitted.has(Flags::RUN)
+            && let (Some(started), Some(finish)) =
+                (job.clamped.started.or(job.clamped.created), job.finish.as_ref())
+        {
+            let end = Stamp::object(finish.at).not_before(started.at);
+            job.clamped.finished = Some(end);
+            job.emitted.set(Flags::RUN);
+            facts.push((
+                end.at,
+                Fact::JobPhase {
+                    run: info.clone(),
+                    job: jinfo.clone(),
+                    phase: Phase::Run,
+                    start: Stamp {
+                        clamped: false,
+                        ..started
                     },
-                ));
-            }
+                    end,
+                    failure: finish.failed.then(|| finish.reason.clone()),
+                },
+            ));
         }
         let finished = job.clamped.finished;
         let collected_ok = consumption.as_ref().is_some_and(|c| !c.missing)
             || job.ttl.is_some_and(|t| t.applied == TtlApplied::AfterCollection);
         // job.collect: finished → the consuming write; waits briefly for the TTL patch that follows it.
-        if job.emitted.has(Flags::RUN) && !job.emitted.has(Flags::COLLECT) {
-            if let (Some(fin), Some(c)) = (finished, consumption.as_ref()) {
-                let ttl_expected = job.ttl.is_none() && ttl_rule != TtlRule::Disabled && !c.missing && !job.gone;
-                let wait_until = c.seen_at.add_millis(settle);
-                if ttl_expected && now < wait_until {
-                    wake = Some(wait_until);
+        if job.emitted.has(Flags::RUN)
+            && !job.emitted.has(Flags::COLLECT)
+            && let (Some(fin), Some(c)) = (finished, consumption.as_ref())
+        {
+            let ttl_expected = job.ttl.is_none() && ttl_rule != TtlRule::Disabled && !c.missing && !job.gone;
+            let wait_until = c.seen_at.add_millis(settle);
+            if ttl_expected && now < wait_until {
+                wake = Some(wait_until);
+            } else {
+                let collected = c.at.not_before(fin.at);
+                let outcome = if c.missing {
+                    CollectOutcome::Missing
+                } else if job.finish.as_ref().is_some_and(|f| f.failed) {
+                    CollectOutcome::Failed
                 } else {
-                    let collected = c.at.not_before(fin.at);
-                    let outcome = if c.missing {
-                        CollectOutcome::Missing
-                    } else if job.finish.as_ref().is_some_and(|f| f.failed) {
-                        CollectOutcome::Failed
-                    } else {
-                        CollectOutcome::Succeeded
-                    };
-                    job.emitted.set(Flags::COLLECT);
-                    facts.push((
-                        collected.at,
-                        Fact::JobCollected {
-                            run: info.clone(),
-                            job: jinfo.clone(),
-                            finished: Stamp { clamped: false, ..fin },
-                            collected,
-                            outcome,
-                            ttl: job.ttl,
-                        },
-                    ));
-                }
-            }
-        }
-        // TTL margin, once both the TTL and the collection (or the write that found the Job missing) are known.
-        if !job.emitted.has(Flags::MARGIN) {
-            if let (Some(fin), Some(c), Some(ttl)) = (finished, consumption.as_ref(), job.ttl) {
-                let delay = c.at.not_before(fin.at).at.secs_since(fin.at);
-                let margin_seconds = ttl.seconds as f64 - delay;
-                job.emitted.set(Flags::MARGIN);
-                let exceeded = margin_seconds < 0.0 && !job.emitted.has(Flags::EXCEEDED);
-                if exceeded {
-                    job.emitted.set(Flags::EXCEEDED);
-                }
+                    CollectOutcome::Succeeded
+                };
+                job.emitted.set(Flags::COLLECT);
                 facts.push((
-                    c.at.at.max(fin.at),
-                    Fact::TtlMargin { run: info.clone(), job: jinfo.clone(), ttl, margin_seconds, exceeded },
+                    collected.at,
+                    Fact::JobCollected {
+                        run: info.clone(),
+                        job: jinfo.clone(),
+                        finished: Stamp {
+                            clamped: false,
+                            ..fin
+                        },
+                        collected,
+                        outcome,
+                        ttl: job.ttl,
+                    },
                 ));
             }
         }
+        // TTL margin, once both the TTL and the collection (or the write that found the Job missing) are known.
+        if !job.emitted.has(Flags::MARGIN)
+            && let (Some(fin), Some(c), Some(ttl)) = (finished, consumption.as_ref(), job.ttl)
+        {
+            let delay = c.at.not_before(fin.at).at.secs_since(fin.at);
+            let margin_seconds = ttl.seconds as f64 - delay;
+            job.emitted.set(Flags::MARGIN);
+            let exceeded = margin_seconds < 0.0 && !job.emitted.has(Flags::EXCEEDED);
+            if exceeded {
+                job.emitted.set(Flags::EXCEEDED);
+            }
+            facts.push((
+                c.at.at.max(fin.at),
+                Fact::TtlMargin {
+                    run: info.clone(),
+                    job: jinfo.clone(),
+                    ttl,
+                    margin_seconds,
+                    exceeded,
+                },
+            ));
+        }
         // Deletion: settle whether the Job was collected first.
-        if !job.emitted.has(Flags::GONE) {
-            if let Some(deleted) = job.deletion {
-                let noticed = job.deletion_noticed.unwrap_or(now);
-                let wait_until = noticed.add_millis(settle);
-                let must_wait = finished.is_some() && !collected_ok && now < wait_until;
-                if must_wait {
-                    wake = Some(wake.map_or(wait_until, |w| w.min(wait_until)));
-                } else if finished.is_some() || job.finish.is_none() {
-                    let floor = finished.map(|f| f.at).or(job.clamped.started.map(|s| s.at)).unwrap_or(run_created);
-                    let deleted = deleted.not_before(floor);
-                    let by_ttl = match (finished, job.ttl) {
-                        (Some(f), Some(t)) => {
-                            deleted.at.0 >= f.at.add_secs(t.seconds).0 - TTL_DEADLINE_TOLERANCE_MS
-                                && deleted.source != TimeSource::UnknownGap
-                                || deleted.source == TimeSource::UnknownGap && deleted.at >= f.at.add_secs(t.seconds)
-                        }
-                        _ => false,
-                    };
-                    let before_collection = !collected_ok;
-                    let exceeded = before_collection && by_ttl && !job.emitted.has(Flags::EXCEEDED);
-                    if exceeded {
-                        job.emitted.set(Flags::EXCEEDED);
+        if !job.emitted.has(Flags::GONE)
+            && let Some(deleted) = job.deletion
+        {
+            let noticed = job.deletion_noticed.unwrap_or(now);
+            let wait_until = noticed.add_millis(settle);
+            let must_wait = finished.is_some() && !collected_ok && now < wait_until;
+            if must_wait {
+                wake = Some(wake.map_or(wait_until, |w| w.min(wait_until)));
+            } else if finished.is_some() || job.finish.is_none() {
+                let floor = finished
+                    .map(|f| f.at)
+                    .or(job.clamped.started.map(|s| s.at))
+                    .unwrap_or(run_created);
+                let deleted = deleted.not_before(floor);
+                let by_ttl = match (finished, job.ttl) {
+                    (Some(f), Some(t)) => {
+                        deleted.at.0 >= f.at.add_secs(t.seconds).0 - TTL_DEADLINE_TOLERANCE_MS
+                            && deleted.source != TimeSource::UnknownGap
+                            || deleted.source == TimeSource::UnknownGap
+                                && deleted.at >= f.at.add_secs(t.seconds)
                     }
-                    job.emitted.set(Flags::GONE);
-                    facts.push((
-                        deleted.at,
-                        Fact::JobGone {
-                            run: info.clone(),
-                            job: jinfo.clone(),
-                            started: job.clamped.started.or(job.clamped.created),
-                            finished: finished.map(|f| Stamp { clamped: false, ..f }),
-                            deleted,
-                            ttl: job.ttl,
-                            margin_seconds: match (finished, consumption.as_ref(), job.ttl) {
-                                (Some(f), Some(c), Some(t)) => {
-                                    Some(t.seconds as f64 - c.at.not_before(f.at).at.secs_since(f.at))
-                                }
-                                _ => None,
-                            },
-                            before_collection,
-                            by_ttl,
-                            exceeded,
-                        },
-                    ));
+                    _ => false,
+                };
+                let before_collection = !collected_ok;
+                let exceeded = before_collection && by_ttl && !job.emitted.has(Flags::EXCEEDED);
+                if exceeded {
+                    job.emitted.set(Flags::EXCEEDED);
                 }
+                job.emitted.set(Flags::GONE);
+                facts.push((
+                    deleted.at,
+                    Fact::JobGone {
+                        run: info.clone(),
+                        job: jinfo.clone(),
+                        started: job.clamped.started.or(job.clamped.created),
+                        finished: finished.map(|f| Stamp { clamped: false, ..f }),
+                        deleted,
+                        ttl: job.ttl,
+                        margin_seconds: match (finished, consumption.as_ref(), job.ttl) {
+                            (Some(f), Some(c), Some(t)) => {
+                                Some(t.seconds as f64 - c.at.not_before(f.at).at.secs_since(f.at))
+                            }
+                            _ => None,
+                        },
+                        before_collection,
+                        by_ttl,
+                        exceeded,
+                    },
+                ));
             }
         }
         let pods = job.pods.clone();
@@ -916,7 +1038,9 @@ impl Tracker {
         }
         // pod.run: Pod created → container terminated (or the Pod went away first).
         for pod_uid in pods {
-            let Some(pod) = self.pods.get_mut(&pod_uid) else { continue };
+            let Some(pod) = self.pods.get_mut(&pod_uid) else {
+                continue;
+            };
             if pod.emitted {
                 continue;
             }
@@ -957,10 +1081,18 @@ impl Tracker {
         let created = run.created.at;
         let info = run.info.clone();
         let export = run.export;
-        let Some(run) = self.runs.get_mut(run_uid) else { return };
+        let Some(run) = self.runs.get_mut(run_uid) else {
+            return;
+        };
         for step in run.steps.iter_mut().filter(|s| !s.emitted) {
-            let Some((end_raw, failed)) = step.terminal else { continue };
-            let first_job = submit_starts.iter().filter(|(i, _)| *i == step.index).map(|(_, t)| *t).min();
+            let Some((end_raw, failed)) = step.terminal else {
+                continue;
+            };
+            let first_job = submit_starts
+                .iter()
+                .filter(|(i, _)| *i == step.index)
+                .map(|(_, t)| *t)
+                .min();
             let start_at = match (step.first_started, first_job) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(end_raw.at),
@@ -987,7 +1119,9 @@ impl Tracker {
     }
 
     fn evaluate_root(&mut self, run_uid: &str) {
-        let Some(run) = self.runs.get_mut(run_uid) else { return };
+        let Some(run) = self.runs.get_mut(run_uid) else {
+            return;
+        };
         if run.root_emitted {
             return;
         }
@@ -1018,14 +1152,17 @@ impl Tracker {
         }
         let jobs_done = run.jobs.iter().all(|u| {
             self.jobs.get(u).is_none_or(|j| {
-                j.emitted.has(Flags::GONE) && j.pods.iter().all(|p| self.pods.get(p).is_none_or(|p| p.emitted))
+                j.emitted.has(Flags::GONE)
+                    && j.pods.iter().all(|p| self.pods.get(p).is_none_or(|p| p.emitted))
             })
         });
         let steps_done = run.steps.iter().all(|s| s.emitted || s.terminal.is_none());
         if !jobs_done || !steps_done {
             return;
         }
-        let Some(run) = self.runs.remove(run_uid) else { return };
+        let Some(run) = self.runs.remove(run_uid) else {
+            return;
+        };
         for job_uid in &run.jobs {
             if let Some(job) = self.jobs.remove(job_uid) {
                 for p in job.pods {
@@ -1033,12 +1170,23 @@ impl Tracker {
                 }
             }
         }
-        self.run_by_name.remove(&(run.info.namespace.clone(), run.info.name.clone()));
+        self.run_by_name
+            .remove(&(run.info.namespace.clone(), run.info.name.clone()));
         if !run.gone {
-            self.done.insert(run_uid.into(), DoneRun { namespace: run.info.namespace.clone(), retention: run.retention });
+            self.done.insert(
+                run_uid.into(),
+                DoneRun {
+                    namespace: run.info.namespace.clone(),
+                    retention: run.retention,
+                },
+            );
         }
         let at = self.now;
-        self.push(run.export, at.max(self.cfg.count_since), Fact::RunComplete { run: run.info });
+        self.push(
+            run.export,
+            at.max(self.cfg.count_since),
+            Fact::RunComplete { run: run.info },
+        );
     }
 
     /// Forgets Jobs and Pods that are gone and fully reported, when their run is unknown (not ours, or deleted
@@ -1057,7 +1205,8 @@ impl Tracker {
                 }
             }
         }
-        self.pods.retain(|_, p| p.deleted.is_none() || self.jobs.contains_key(&p.job_uid));
+        self.pods
+            .retain(|_, p| p.deleted.is_none() || self.jobs.contains_key(&p.job_uid));
     }
 
     /// Gauge values at `now`.
@@ -1074,13 +1223,14 @@ impl Tracker {
                 g.namespaces.entry(ns.clone()).or_default();
             }
         }
-        let minmax = |cur: Option<(i64, i64)>, v: i64| Some(cur.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
+        let minmax =
+            |cur: Option<(i64, i64)>, v: i64| Some(cur.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
         for run in self.runs.values() {
             let entry = g.namespaces.entry(run.info.namespace.clone()).or_default();
-            if !run.gone {
-                if let Some(r) = run.retention {
-                    entry.retention = minmax(entry.retention, r);
-                }
+            if !run.gone
+                && let Some(r) = run.retention
+            {
+                entry.retention = minmax(entry.retention, r);
             }
         }
         for done in self.done.values() {
@@ -1090,8 +1240,12 @@ impl Tracker {
             }
         }
         for job in self.jobs.values() {
-            let Some(run_uid) = self.run_uid_of_job(&job.info.uid) else { continue };
-            let Some(run) = self.runs.get(&run_uid) else { continue };
+            let Some(run_uid) = self.run_uid_of_job(&job.info.uid) else {
+                continue;
+            };
+            let Some(run) = self.runs.get(&run_uid) else {
+                continue;
+            };
             let entry = g.namespaces.entry(job.namespace.clone()).or_default();
             if job.deletion.is_some() {
                 continue;
@@ -1107,13 +1261,13 @@ impl Tracker {
             let Some(finish) = &job.finish else { continue };
             let consumption = run.consumed.iter().find(|c| *c.job_name == *job.info.name);
             match consumption {
-                Some(c) if !c.missing => {
-                    if job.ttl.is_none()
+                Some(c)
+                    if !c.missing
+                        && job.ttl.is_none()
                         && run.ttl_rule != TtlRule::Disabled
-                        && now.0 - c.at.at.0 > self.cfg.ttl_grace_ms
-                    {
-                        entry.jobs_without_ttl += 1;
-                    }
+                        && now.0 - c.at.at.0 > self.cfg.ttl_grace_ms =>
+                {
+                    entry.jobs_without_ttl += 1;
                 }
                 Some(_) => {}
                 None if run.terminal.is_none() && !run.gone => {
@@ -1122,8 +1276,11 @@ impl Tracker {
                     entry.awaiting_collection_max_age = entry.awaiting_collection_max_age.max(age);
                     if let Some(t) = effective_ttl {
                         let remaining = finish.at.add_secs(t).secs_since(now);
-                        entry.ttl_margin_remaining =
-                            Some(entry.ttl_margin_remaining.map_or(remaining, |r: f64| r.min(remaining)));
+                        entry.ttl_margin_remaining = Some(
+                            entry
+                                .ttl_margin_remaining
+                                .map_or(remaining, |r: f64| r.min(remaining)),
+                        );
                     }
                 }
                 None => {}
@@ -1143,14 +1300,24 @@ fn remember_job(run: &mut Run, step: Option<StepKey>, name: Box<str>) {
 /// Where the submit phase of a Job starts: job runtime → the run's creation; workflow → the collection of the
 /// Job before it in the run (previous attempt or step), else the step's own start, else the run's creation.
 fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
-    let Some(key) = &job.info.step else { return Some(run.created.at) };
-    let previous = run.history.iter().rev().find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
-    if let Some((_, name)) = previous {
-        if let Some(c) = run.consumed.iter().find(|c| c.job_name == *name) {
-            return Some(c.at.at);
-        }
+    let Some(key) = &job.info.step else {
+        return Some(run.created.at);
+    };
+    let previous = run
+        .history
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
+    if let Some((_, name)) = previous
+        && let Some(c) = run.consumed.iter().find(|c| c.job_name == *name)
+    {
+        return Some(c.at.at);
     }
-    let step = run.steps.iter().find(|s| s.index == key.index).and_then(|s| s.first_started);
+    let step = run
+        .steps
+        .iter()
+        .find(|s| s.index == key.index)
+        .and_then(|s| s.first_started);
     if key.index == 1 && key.attempt <= 1 && key.iteration.unwrap_or(0) <= 1 {
         return Some(run.created.at);
     }
@@ -1160,8 +1327,12 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
 /// Step index, loop iteration and attempt of a workflow Job: from its labels and the name suffix
 /// `-step-<i>[-iter-<k>]-attempt-<n>` (names over 63 characters are hashed upstream; then the labels alone).
 fn step_key(name: &str, labels: &BTreeMap<String, String>) -> Option<StepKey> {
-    let label_index = labels.get(objects::LABEL_STEP_INDEX).and_then(|v| v.parse::<u32>().ok());
-    let label_iter = labels.get(objects::LABEL_STEP_ITERATION).and_then(|v| v.parse::<u32>().ok());
+    let label_index = labels
+        .get(objects::LABEL_STEP_INDEX)
+        .and_then(|v| v.parse::<u32>().ok());
+    let label_iter = labels
+        .get(objects::LABEL_STEP_ITERATION)
+        .and_then(|v| v.parse::<u32>().ok());
     let suffix = parse_step_suffix(name);
     let index = label_index.or(suffix.map(|s| s.0))?;
     Some(StepKey {
@@ -1183,16 +1354,26 @@ fn parse_step_suffix(name: &str) -> Option<(u32, Option<u32>, u32)> {
 }
 
 fn finish_of(o: &Job) -> Option<Finish> {
-    let cond = o.status.conditions.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
+    let cond = o
+        .status
+        .conditions
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
     if let Some(c) = cond {
         let at = c.last_transition_time.or(o.status.completion_time)?;
         return Some(Finish {
             at,
             failed: c.type_ == "Failed",
-            reason: (c.type_ == "Failed").then(|| c.reason.as_deref().map(Into::into)).flatten(),
+            reason: (c.type_ == "Failed")
+                .then(|| c.reason.as_deref().map(Into::into))
+                .flatten(),
         });
     }
-    o.status.completion_time.as_ref().map(|t| Finish { at: *t, failed: false, reason: None })
+    o.status.completion_time.as_ref().map(|t| Finish {
+        at: *t,
+        failed: false,
+        reason: None,
+    })
 }
 
 fn retention_of(cfg: &TrackerConfig, o: &AgentRun) -> Option<i64> {
@@ -1297,7 +1478,11 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
             }
         }
         Runtime::Workflow => {
-            let steps = status.workflow.as_ref().map(|w| w.steps.as_slice()).unwrap_or_default();
+            let steps = status
+                .workflow
+                .as_ref()
+                .map(|w| w.steps.as_slice())
+                .unwrap_or_default();
             let missing_msgs: Vec<&Condition> = status
                 .conditions
                 .iter()
@@ -1337,13 +1522,23 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                         _ => {}
                     }
                 }
-                for it in s.loop_.as_ref().map(|l| l.iterations.as_slice()).unwrap_or_default() {
-                    let Some(name) = it.job_ref.as_ref().and_then(|r| r.name.as_deref()) else { continue };
+                for it in s
+                    .loop_
+                    .as_ref()
+                    .map(|l| l.iterations.as_slice())
+                    .unwrap_or_default()
+                {
+                    let Some(name) = it.job_ref.as_ref().and_then(|r| r.name.as_deref()) else {
+                        continue;
+                    };
                     match it.phase.as_deref() {
                         Some("Succeeded" | "Failed" | "Retrying") => {
                             let saw = run.referenced_running.iter().any(|n| &**n == name);
                             let fallback = it.finished_at;
-                            let missing = it.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
+                            let missing = it
+                                .message
+                                .as_deref()
+                                .is_some_and(|m| m.starts_with("Job missing"));
                             consumptions.push((name.into(), write_time(saw, fallback), missing));
                         }
                         Some("Running" | "Pending") => running_refs.push(name.into()),
@@ -1358,12 +1553,18 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                     for c in &missing_msgs {
                         let at = c.last_transition_time.or(step_time).unwrap_or(now);
                         if step.missing.is_empty() {
-                            step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
+                            step.missing.push(MissingEvent {
+                                at,
+                                reason: "WorkflowJobMissing".into(),
+                            });
                         }
                     }
                     if step.missing.is_empty() {
                         let at = step_time.unwrap_or(now);
-                        step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
+                        step.missing.push(MissingEvent {
+                            at,
+                            reason: "WorkflowJobMissing".into(),
+                        });
                     }
                 }
             }
@@ -1371,7 +1572,12 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
     }
     for (name, at, missing) in consumptions {
         if !run.consumed.iter().any(|c| c.job_name == name) {
-            run.consumed.push(Consumption { job_name: name, at, missing, seen_at: now });
+            run.consumed.push(Consumption {
+                job_name: name,
+                at,
+                missing,
+                seen_at: now,
+            });
         }
     }
     for name in running_refs {
@@ -1381,7 +1587,10 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
     }
     match outcome {
         Some(o) if run.terminal.is_none() => {
-            let at = write_time(run.seen_nonterminal, condition_time(&status.conditions, o.phase()));
+            let at = write_time(
+                run.seen_nonterminal,
+                condition_time(&status.conditions, o.phase()),
+            );
             run.terminal = Some((o, at, reason));
         }
         Some(_) => {}

@@ -17,13 +17,13 @@ use crate::engine::{
 
 /// Delays and durations: 0.5 s to one day.
 pub const DURATION_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
-    43200.0, 86400.0,
+    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 43200.0, 86400.0,
 ];
 /// Margins can be negative (collected after the TTL expired).
 pub const MARGIN_BUCKETS: [f64; 21] = [
-    -86400.0, -3600.0, -600.0, -60.0, -10.0, 0.0, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-    3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+    -86400.0, -3600.0, -600.0, -60.0, -10.0, 0.0, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
 ];
 
 /// What the sources report about their watches.
@@ -63,17 +63,29 @@ pub struct LifecycleMetrics {
 }
 
 fn ns_runtime(namespace: &str, runtime: Runtime) -> [KeyValue; 2] {
-    [KeyValue::new("namespace", namespace.to_string()), KeyValue::new("runtime", runtime.as_str())]
+    [
+        KeyValue::new("namespace", namespace.to_string()),
+        KeyValue::new("runtime", runtime.as_str()),
+    ]
 }
 
 impl LifecycleMetrics {
     pub fn new(meter: &Meter, spans: Arc<SpanStats>) -> Self {
         let live: Arc<Mutex<LiveGauges>> = Arc::default();
         let hist = |name: &'static str, desc: &'static str, buckets: &[f64]| {
-            meter.f64_histogram(name).with_unit("s").with_description(desc).with_boundaries(buckets.to_vec()).build()
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(desc)
+                .with_boundaries(buckets.to_vec())
+                .build()
         };
         let counter = |name: &'static str, unit: &'static str, desc: &'static str| {
-            meter.u64_counter(name).with_unit(unit).with_description(desc).build()
+            meter
+                .u64_counter(name)
+                .with_unit(unit)
+                .with_description(desc)
+                .build()
         };
         let metrics = LifecycleMetrics {
             collection_delay: hist(
@@ -81,7 +93,11 @@ impl LifecycleMetrics {
                 "Job finished to the AgentRun/step status write that consumed it",
                 &DURATION_BUCKETS,
             ),
-            ttl_margin: hist("agentrun.job.ttl_margin", "Job TTL minus collection delay", &MARGIN_BUCKETS),
+            ttl_margin: hist(
+                "agentrun.job.ttl_margin",
+                "Job TTL minus collection delay",
+                &MARGIN_BUCKETS,
+            ),
             ttl_margin_exceeded: counter(
                 "agentrun.job.ttl_margin_exceeded",
                 "{job}",
@@ -92,16 +108,32 @@ impl LifecycleMetrics {
                 "{job}",
                 "Jobs that disappeared before their status was collected",
             ),
-            job_missing: counter("agentrun.job.missing", "{run}", "Runs that ended JobMissing or WorkflowJobMissing"),
+            job_missing: counter(
+                "agentrun.job.missing",
+                "{run}",
+                "Runs that ended JobMissing or WorkflowJobMissing",
+            ),
             ttl_deletion_lag: hist(
                 "agentrun.job.ttl_deletion_lag",
                 "TTL expiry to the Job's deletion",
                 &DURATION_BUCKETS,
             ),
-            phase_duration: hist("agentrun.job.phase_duration", "Duration of a Job's phases", &DURATION_BUCKETS),
+            phase_duration: hist(
+                "agentrun.job.phase_duration",
+                "Duration of a Job's phases",
+                &DURATION_BUCKETS,
+            ),
             runs: counter("agentrun.runs", "{run}", "Runs that reached a terminal phase"),
-            watch_events: counter("agentrun.exporter.watch_events", "{event}", "Watch events applied"),
-            watch_errors: counter("agentrun.exporter.watch_errors", "{error}", "Failed list/watch calls"),
+            watch_events: counter(
+                "agentrun.exporter.watch_events",
+                "{event}",
+                "Watch events applied",
+            ),
+            watch_errors: counter(
+                "agentrun.exporter.watch_errors",
+                "{error}",
+                "Failed list/watch calls",
+            ),
             live: live.clone(),
         };
         register_gauges(meter, live, spans);
@@ -117,7 +149,14 @@ impl LifecycleMetrics {
             return;
         }
         match &e.fact {
-            Fact::JobPhase { run, phase, start, end, failure, .. } => {
+            Fact::JobPhase {
+                run,
+                phase,
+                start,
+                end,
+                failure,
+                ..
+            } => {
                 // A Job that failed before it started has no meaningful run phase.
                 if *phase == Phase::Run && failure.is_some() && start.at == end.at {
                     return;
@@ -126,12 +165,25 @@ impl LifecycleMetrics {
                 let attrs = [ns, rt, KeyValue::new("phase", phase.as_str())];
                 self.phase_duration.record(end.at.secs_since(start.at), &attrs);
             }
-            Fact::JobCollected { run, finished, collected, outcome, .. } => {
+            Fact::JobCollected {
+                run,
+                finished,
+                collected,
+                outcome,
+                ..
+            } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("outcome", outcome.as_str())];
-                self.collection_delay.record(collected.at.secs_since(finished.at), &attrs);
+                self.collection_delay
+                    .record(collected.at.secs_since(finished.at), &attrs);
             }
-            Fact::TtlMargin { run, ttl, margin_seconds, exceeded, .. } => {
+            Fact::TtlMargin {
+                run,
+                ttl,
+                margin_seconds,
+                exceeded,
+                ..
+            } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())];
                 self.ttl_margin.record(*margin_seconds, &attrs);
@@ -139,30 +191,51 @@ impl LifecycleMetrics {
                     self.ttl_margin_exceeded.add(1, &attrs);
                 }
             }
-            Fact::JobGone { run, finished, deleted, ttl, before_collection, by_ttl, exceeded, .. } => {
+            Fact::JobGone {
+                run,
+                finished,
+                deleted,
+                ttl,
+                before_collection,
+                by_ttl,
+                exceeded,
+                ..
+            } => {
                 if *before_collection {
-                    self.deleted_before_collection.add(1, &ns_runtime(&run.namespace, run.runtime));
+                    self.deleted_before_collection
+                        .add(1, &ns_runtime(&run.namespace, run.runtime));
                 }
                 if let (Some(ttl), true) = (ttl, *exceeded) {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.ttl_margin_exceeded.add(1, &[ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())]);
+                    self.ttl_margin_exceeded
+                        .add(1, &[ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())]);
                 }
                 if let (true, Some(fin), Some(ttl)) = (*by_ttl, finished, ttl) {
                     let lag = deleted.at.secs_since(fin.at.add_secs(ttl.seconds)).max(0.0);
-                    self.ttl_deletion_lag.record(lag, &[KeyValue::new("namespace", run.namespace.to_string())]);
+                    self.ttl_deletion_lag
+                        .record(lag, &[KeyValue::new("namespace", run.namespace.to_string())]);
                 }
             }
-            Fact::RunFinished { run, outcome, reason, .. } => {
+            Fact::RunFinished {
+                run, outcome, reason, ..
+            } => {
                 if let Some(o) = outcome {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                     self.runs.add(1, &[ns, rt, KeyValue::new("outcome", o.as_str())]);
                 }
-                if let Some(r) = reason.as_deref().filter(|r| *r == "JobMissing" || *r == "WorkflowJobMissing") {
+                if let Some(r) = reason
+                    .as_deref()
+                    .filter(|r| *r == "JobMissing" || *r == "WorkflowJobMissing")
+                {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.job_missing.add(1, &[ns, rt, KeyValue::new("reason", r.to_string())]);
+                    self.job_missing
+                        .add(1, &[ns, rt, KeyValue::new("reason", r.to_string())]);
                 }
             }
-            Fact::PodRan { .. } | Fact::StepFinished { .. } | Fact::RunComplete { .. } | Fact::SeriesSeen { .. } => {}
+            Fact::PodRan { .. }
+            | Fact::StepFinished { .. }
+            | Fact::RunComplete { .. }
+            | Fact::SeriesSeen { .. } => {}
         }
     }
 
@@ -175,12 +248,21 @@ impl LifecycleMetrics {
             Runtime::Job => "JobMissing",
             Runtime::Workflow => "WorkflowJobMissing",
         };
-        self.job_missing.add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
+        self.job_missing
+            .add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
         for applied in [TtlApplied::AtCreation, TtlApplied::AfterCollection] {
-            self.ttl_margin_exceeded.add(0, &[ns.clone(), rt.clone(), KeyValue::new("ttl_applied", applied.as_str())]);
+            self.ttl_margin_exceeded.add(
+                0,
+                &[
+                    ns.clone(),
+                    rt.clone(),
+                    KeyValue::new("ttl_applied", applied.as_str()),
+                ],
+            );
         }
         for outcome in ["succeeded", "failed", "cancelled"] {
-            self.runs.add(0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
+            self.runs
+                .add(0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
         }
     }
 
@@ -191,18 +273,25 @@ impl LifecycleMetrics {
     }
 
     pub fn watch_event(&self, kind: Kind, event: WatchEventType) {
-        self.watch_events
-            .add(1, &[KeyValue::new("resource", kind.resource()), KeyValue::new("type", event.as_str())]);
+        self.watch_events.add(
+            1,
+            &[
+                KeyValue::new("resource", kind.resource()),
+                KeyValue::new("type", event.as_str()),
+            ],
+        );
     }
 
     pub fn watch_error(&self, kind: Kind) {
-        self.watch_errors.add(1, &[KeyValue::new("resource", kind.resource())]);
+        self.watch_errors
+            .add(1, &[KeyValue::new("resource", kind.resource())]);
     }
 
     /// Creates the self-metric series of every resource at zero.
     pub fn zero_watch_series(&self) {
         for kind in Kind::ALL {
-            self.watch_errors.add(0, &[KeyValue::new("resource", kind.resource())]);
+            self.watch_errors
+                .add(0, &[KeyValue::new("resource", kind.resource())]);
         }
     }
 }
@@ -223,7 +312,11 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("{job}")
         .with_description("Finished Jobs whose status was not collected yet")
         .with_callback(move |o| {
-            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection, &[ns(n)])))
+            each(&l, |g| {
+                g.namespaces
+                    .iter()
+                    .for_each(|(n, v)| o.observe(v.awaiting_collection, &[ns(n)]))
+            })
         })
         .build();
     let l = live.clone();
@@ -232,7 +325,11 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("s")
         .with_description("Age of the oldest finished Job awaiting collection")
         .with_callback(move |o| {
-            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection_max_age, &[ns(n)])))
+            each(&l, |g| {
+                g.namespaces
+                    .iter()
+                    .for_each(|(n, v)| o.observe(v.awaiting_collection_max_age, &[ns(n)]))
+            })
         })
         .build();
     let l = live.clone();
@@ -288,7 +385,11 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("{job}")
         .with_description("Collected Jobs that still have no TTL after the grace period")
         .with_callback(move |o| {
-            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.jobs_without_ttl, &[ns(n)])))
+            each(&l, |g| {
+                g.namespaces
+                    .iter()
+                    .for_each(|(n, v)| o.observe(v.jobs_without_ttl, &[ns(n)]))
+            })
         })
         .build();
     let l = live;
@@ -298,9 +399,18 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_description("Objects held in memory")
         .with_callback(move |o| {
             each(&l, |g| {
-                o.observe(g.tracked_runs as u64, &[KeyValue::new("resource", Kind::AgentRun.resource())]);
-                o.observe(g.tracked_jobs as u64, &[KeyValue::new("resource", Kind::Job.resource())]);
-                o.observe(g.tracked_pods as u64, &[KeyValue::new("resource", Kind::Pod.resource())]);
+                o.observe(
+                    g.tracked_runs as u64,
+                    &[KeyValue::new("resource", Kind::AgentRun.resource())],
+                );
+                o.observe(
+                    g.tracked_jobs as u64,
+                    &[KeyValue::new("resource", Kind::Job.resource())],
+                );
+                o.observe(
+                    g.tracked_pods as u64,
+                    &[KeyValue::new("resource", Kind::Pod.resource())],
+                );
             })
         })
         .build();

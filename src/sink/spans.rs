@@ -43,7 +43,11 @@ pub fn step_span_id(run: &RunInfo, index: u32) -> SpanId {
 pub fn job_span_id(job: &JobInfo, name: &str) -> SpanId {
     let qualifiers: Vec<String> = match &job.step {
         Some(k) => {
-            vec![k.index.to_string(), k.iteration.map(|i| i.to_string()).unwrap_or_default(), k.attempt.to_string()]
+            vec![
+                k.index.to_string(),
+                k.iteration.map(|i| i.to_string()).unwrap_or_default(),
+                k.attempt.to_string(),
+            ]
         }
         None => Vec::new(),
     };
@@ -134,7 +138,13 @@ impl Draft {
         let mut events = SpanEvents::default();
         events.events = self.events;
         SpanData {
-            span_context: SpanContext::new(trace_id(&self.run), self.id, TraceFlags::SAMPLED, false, TraceState::default()),
+            span_context: SpanContext::new(
+                trace_id(&self.run),
+                self.id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
             parent_span_id: self.parent,
             parent_span_is_remote: false,
             span_kind: SpanKind::Internal,
@@ -158,7 +168,14 @@ fn event(name: &'static str, at: Ts, attrs: Vec<KeyValue>) -> Event {
 /// The spans a fact completes (most facts complete one; metric-only facts none).
 pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
     let draft = match fact {
-        Fact::JobPhase { run, job, phase, start, end, failure } => {
+        Fact::JobPhase {
+            run,
+            job,
+            phase,
+            start,
+            end,
+            failure,
+        } => {
             let mut attrs = job_attrs(run, job);
             let mut status = Status::Unset;
             if *phase == Phase::Run {
@@ -185,7 +202,15 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 status,
             }
         }
-        Fact::PodRan { run, job, pod, start, end, exit_code, reason } => {
+        Fact::PodRan {
+            run,
+            job,
+            pod,
+            start,
+            end,
+            exit_code,
+            reason,
+        } => {
             let mut attrs = job_attrs(run, job);
             attrs.push(kv_str("k8s.pod.name", &pod.name));
             attrs.push(kv_str("k8s.pod.uid", &pod.uid));
@@ -215,14 +240,24 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 status,
             }
         }
-        Fact::JobCollected { run, job, finished, collected, outcome, ttl } => {
+        Fact::JobCollected {
+            run,
+            job,
+            finished,
+            collected,
+            outcome,
+            ttl,
+        } => {
             let mut attrs = job_attrs(run, job);
             let delay = collected.at.secs_since(finished.at);
             attrs.push(kv_str("agentrun.job.outcome", outcome.as_str()));
             attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
             if let Some(ttl) = ttl {
                 ttl_attrs(&mut attrs, ttl);
-                attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", ttl.seconds as f64 - delay));
+                attrs.push(KeyValue::new(
+                    "agentrun.job.ttl_margin_seconds",
+                    ttl.seconds as f64 - delay,
+                ));
             }
             let status = if *outcome == crate::engine::facts::CollectOutcome::Missing {
                 Status::error("the Job was gone when its status was collected")
@@ -241,7 +276,18 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 status,
             }
         }
-        Fact::JobGone { run, job, started, finished, deleted, ttl, before_collection, by_ttl, margin_seconds, .. } => {
+        Fact::JobGone {
+            run,
+            job,
+            started,
+            finished,
+            deleted,
+            ttl,
+            before_collection,
+            by_ttl,
+            margin_seconds,
+            ..
+        } => {
             let mut attrs = job_attrs(run, job);
             let mut events = Vec::new();
             if *before_collection {
@@ -249,7 +295,10 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             }
             match finished {
                 Some(fin) => {
-                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", *before_collection));
+                    attrs.push(KeyValue::new(
+                        "agentrun.job.deleted_before_collection",
+                        *before_collection,
+                    ));
                     if let Some(ttl) = ttl {
                         ttl_attrs(&mut attrs, ttl);
                         let deadline = fin.at.add_secs(ttl.seconds);
@@ -301,13 +350,27 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 }
             }
         }
-        Fact::StepFinished { run, index, name, start, end, failed, missing } => {
+        Fact::StepFinished {
+            run,
+            index,
+            name,
+            start,
+            end,
+            failed,
+            missing,
+        } => {
             let mut attrs = run_attrs(run);
             attrs.push(kv_str("agentrun.step", name));
             attrs.push(KeyValue::new("agentrun.step.index", i64::from(*index)));
             let events = missing
                 .iter()
-                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
+                .map(|m| {
+                    event(
+                        "agentrun.job_missing",
+                        m.at,
+                        vec![kv_str("agentrun.reason", &m.reason)],
+                    )
+                })
                 .collect();
             Draft {
                 run: run.clone(),
@@ -318,10 +381,21 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 end: *end,
                 attrs,
                 events,
-                status: if *failed { Status::error("step failed") } else { Status::Unset },
+                status: if *failed {
+                    Status::error("step failed")
+                } else {
+                    Status::Unset
+                },
             }
         }
-        Fact::RunFinished { run, start, end, outcome, reason, missing } => {
+        Fact::RunFinished {
+            run,
+            start,
+            end,
+            outcome,
+            reason,
+            missing,
+        } => {
             let mut attrs = run_attrs(run);
             match outcome {
                 Some(o) => attrs.push(kv_str("agentrun.phase", o.phase())),
@@ -332,7 +406,13 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             }
             let events = missing
                 .iter()
-                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
+                .map(|m| {
+                    event(
+                        "agentrun.job_missing",
+                        m.at,
+                        vec![kv_str("agentrun.reason", &m.reason)],
+                    )
+                })
                 .collect();
             let status = match outcome {
                 Some(RunOutcome::Succeeded) => Status::Ok,
@@ -405,7 +485,10 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 /// Where finished spans go.
 pub enum SpanOutput {
     /// A batch processor over an exporter; `capacity` is its queue size.
-    Processor { processor: Box<dyn SpanProcessor>, capacity: u64 },
+    Processor {
+        processor: Box<dyn SpanProcessor>,
+        capacity: u64,
+    },
     /// The compact console view of finished traces.
     Console(ConsoleView),
     None,
@@ -419,7 +502,9 @@ pub struct SpanSink {
 
 impl SpanSink {
     pub fn new(output: SpanOutput, stats: Arc<SpanStats>) -> Self {
-        let scope = InstrumentationScope::builder(SCOPE_NAME).with_version(env!("CARGO_PKG_VERSION")).build();
+        let scope = InstrumentationScope::builder(SCOPE_NAME)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
         SpanSink { output, stats, scope }
     }
 
@@ -487,11 +572,17 @@ pub struct ConsoleView {
 
 impl ConsoleView {
     pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
-        ConsoleView { out, pending: Default::default() }
+        ConsoleView {
+            out,
+            pending: Default::default(),
+        }
     }
 
     fn add(&mut self, span: SpanData) {
-        self.pending.entry(span.span_context.trace_id()).or_default().push(span);
+        self.pending
+            .entry(span.span_context.trace_id())
+            .or_default()
+            .push(span);
     }
 
     fn finish(&mut self, run: &RunInfo) {
@@ -514,18 +605,31 @@ impl ConsoleView {
 }
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a opentelemetry::Value> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
 }
 
 fn secs(span: &SpanData) -> f64 {
-    span.end_time.duration_since(span.start_time).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    span.end_time
+        .duration_since(span.start_time)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn clock(t: SystemTime) -> String {
-    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let s = Ts(ms).to_string();
     // 2026-08-20T12:00:01.412Z → 12:00:01.412
-    s.split('T').nth(1).unwrap_or(&s).trim_end_matches('Z').to_string()
+    s.split('T')
+        .nth(1)
+        .unwrap_or(&s)
+        .trim_end_matches('Z')
+        .to_string()
 }
 
 /// A compact text rendering of one trace: the root, then children indented under their parents.
@@ -536,10 +640,18 @@ pub fn render_trace(spans: &[SpanData]) -> String {
     let title = match root.or(spans.first()) {
         Some(s) => format!(
             "{}/{} ({}) {}",
-            attr(s, "k8s.namespace.name").map(|v| v.to_string()).unwrap_or_default(),
-            attr(s, "agentrun.name").map(|v| v.to_string()).unwrap_or_default(),
-            attr(s, "agentrun.runtime").map(|v| v.to_string()).unwrap_or_default(),
-            attr(s, "agentrun.phase").map(|v| v.to_string()).unwrap_or_else(|| "in progress".into()),
+            attr(s, "k8s.namespace.name")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            attr(s, "agentrun.name")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            attr(s, "agentrun.runtime")
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            attr(s, "agentrun.phase")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "in progress".into()),
         ),
         None => return out,
     };
@@ -549,13 +661,19 @@ pub fn render_trace(spans: &[SpanData]) -> String {
     let mut ordered: Vec<&SpanData> = spans.iter().collect();
     ordered.sort_by_key(|s| (s.start_time, s.end_time));
     // Roots of this view: the real root plus any span whose parent was not exported in this trace.
-    let mut tops: Vec<&SpanData> = ordered.iter().copied().filter(|s| !ids.contains(&s.parent_span_id)).collect();
+    let mut tops: Vec<&SpanData> = ordered
+        .iter()
+        .copied()
+        .filter(|s| !ids.contains(&s.parent_span_id))
+        .collect();
     tops.reverse();
     for t in tops {
         stack.push((t.span_context.span_id(), 0));
     }
     while let Some((id, depth)) = stack.pop() {
-        let Some(s) = spans.iter().find(|s| s.span_context.span_id() == id) else { continue };
+        let Some(s) = spans.iter().find(|s| s.span_context.span_id() == id) else {
+            continue;
+        };
         let mut line = format!(
             "  {:indent$}{:<14} {} → {} {:>9.1}s",
             "",
@@ -571,7 +689,10 @@ pub fn render_trace(spans: &[SpanData]) -> String {
             ("agentrun.job.outcome", "outcome"),
             ("agentrun.job.ttl_seconds", "ttl"),
             ("agentrun.job.ttl_margin_seconds", "margin"),
-            ("agentrun.job.deleted_before_collection", "deleted_before_collection"),
+            (
+                "agentrun.job.deleted_before_collection",
+                "deleted_before_collection",
+            ),
             ("agentrun.reason", "reason"),
         ] {
             if let Some(v) = attr(s, key) {
@@ -586,8 +707,11 @@ pub fn render_trace(spans: &[SpanData]) -> String {
             let _ = write!(line, " ERROR({description})");
         }
         let _ = writeln!(out, "{line}");
-        let mut children: Vec<&SpanData> =
-            ordered.iter().copied().filter(|c| c.parent_span_id == id && c.span_context.span_id() != id).collect();
+        let mut children: Vec<&SpanData> = ordered
+            .iter()
+            .copied()
+            .filter(|c| c.parent_span_id == id && c.span_context.span_id() != id)
+            .collect();
         children.reverse();
         for c in children {
             stack.push((c.span_context.span_id(), depth + 1));

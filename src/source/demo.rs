@@ -176,7 +176,9 @@ impl Simulator {
 
     /// Carries out the next simulated action and returns what a watch would have seen.
     pub fn step(&mut self) -> Vec<Observation> {
-        let Some(Reverse((at, _, action))) = self.queue.pop() else { return Vec::new() };
+        let Some(Reverse((at, _, action))) = self.queue.pop() else {
+            return Vec::new();
+        };
         self.now = self.now.max(at);
         let mut out = Vec::new();
         self.act(action, &mut out);
@@ -240,7 +242,11 @@ impl Simulator {
                 }
                 let id = self.created as usize;
                 self.created += 1;
-                let runtime = if self.rng.chance(0.5) { Runtime::Job } else { Runtime::Workflow };
+                let runtime = if self.rng.chance(0.5) {
+                    Runtime::Job
+                } else {
+                    Runtime::Workflow
+                };
                 let ns = NAMESPACES[(self.rng.next_u64() % NAMESPACES.len() as u64) as usize];
                 let name = format!("demo-{}-{id:04}", runtime.as_str());
                 let uid = self.rng.uuid();
@@ -255,7 +261,17 @@ impl Simulator {
                 self.emit(out, Change::Upsert(Object::AgentRun(run.clone())));
                 self.runs.insert(
                     id,
-                    SimRun { run, runtime, plan, step: 0, attempt: 0, job: None, pod: None, job_gone: false, done: false },
+                    SimRun {
+                        run,
+                        runtime,
+                        plan,
+                        step: 0,
+                        attempt: 0,
+                        job: None,
+                        pod: None,
+                        job_gone: false,
+                        done: false,
+                    },
                 );
                 let delay = self.rng.range(0.5, 2.0);
                 self.after(delay, Action::CreateJob(id));
@@ -287,7 +303,13 @@ impl Simulator {
             }
             Action::StartJob(id) => {
                 let uid = self.rng.uuid();
-                let suffix: String = self.rng.uuid().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+                let suffix: String = self
+                    .rng
+                    .uuid()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(5)
+                    .collect();
                 let node = NODES[(self.rng.next_u64() % NODES.len() as u64) as usize];
                 let now = self.now;
                 let Some(r) = self.runs.get_mut(&id) else { return };
@@ -467,7 +489,13 @@ impl Simulator {
         let side = SimRun {
             run: AgentRun::default(),
             runtime: Runtime::Job,
-            plan: Plan { steps: vec![vec![false]], run_secs: 0.0, ttl_at_creation: None, ttl, collect_delay: 0.0 },
+            plan: Plan {
+                steps: vec![vec![false]],
+                run_secs: 0.0,
+                ttl_at_creation: None,
+                ttl,
+                collect_delay: 0.0,
+            },
             step: 0,
             attempt: 0,
             job: Some(job),
@@ -498,7 +526,10 @@ mod tests {
             arrival_secs: 10.0,
             start: Ts(1_787_227_200_000),
         });
-        let mut tracker = Tracker::new(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() });
+        let mut tracker = Tracker::new(TrackerConfig {
+            settle_ms: 5_000,
+            ..TrackerConfig::default()
+        });
         let mut facts = Vec::new();
         while sim.next_at().is_some() {
             for obs in sim.step() {
@@ -506,7 +537,10 @@ mod tests {
             }
         }
         facts.extend(tracker.flush());
-        let complete = facts.iter().filter(|e| matches!(e.fact, Fact::RunComplete { .. })).count();
+        let complete = facts
+            .iter()
+            .filter(|e| matches!(e.fact, Fact::RunComplete { .. }))
+            .count();
         assert_eq!(complete, 40);
         let reasons: Vec<String> = facts
             .iter()
@@ -517,12 +551,30 @@ mod tests {
                 _ => None,
             })
             .collect();
-        for wanted in ["Some(Succeeded)/-", "Some(Failed)/JobMissing", "Some(Failed)/WorkflowJobMissing", "Some(Failed)/RunnerFailed"] {
-            assert!(reasons.iter().any(|r| r == wanted), "{wanted} missing from {reasons:?}");
+        for wanted in [
+            "Some(Succeeded)/-",
+            "Some(Failed)/JobMissing",
+            "Some(Failed)/WorkflowJobMissing",
+            "Some(Failed)/RunnerFailed",
+        ] {
+            assert!(
+                reasons.iter().any(|r| r == wanted),
+                "{wanted} missing from {reasons:?}"
+            );
         }
-        assert!(facts.iter().any(|e| matches!(e.fact, Fact::JobGone { before_collection: true, .. })));
+        assert!(facts.iter().any(|e| matches!(
+            e.fact,
+            Fact::JobGone {
+                before_collection: true,
+                ..
+            }
+        )));
         assert!(facts.iter().any(|e| matches!(&e.fact, Fact::TtlMargin { ttl, .. } if ttl.applied == crate::engine::facts::TtlApplied::AfterCollection)));
         let g = tracker.gauges(tracker.now());
-        assert_eq!((g.tracked_jobs, g.tracked_pods), (0, 0), "everything forgotten at the end");
+        assert_eq!(
+            (g.tracked_jobs, g.tracked_pods),
+            (0, 0),
+            "everything forgotten at the end"
+        );
     }
 }

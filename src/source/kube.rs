@@ -68,7 +68,13 @@ macro_rules! projection_resource {
     };
 }
 
-projection_resource!(AgentRun, "AgentRun", "agents.proompteng.ai", "v1alpha1", "agentruns");
+projection_resource!(
+    AgentRun,
+    "AgentRun",
+    "agents.proompteng.ai",
+    "v1alpha1",
+    "agentruns"
+);
 projection_resource!(Job, "Job", "batch", "v1", "jobs");
 projection_resource!(Pod, "Pod", "", "v1", "pods");
 
@@ -89,7 +95,9 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(watches: usize) -> Arc<Self> {
-        Arc::new(Readiness { pending: AtomicUsize::new(watches) })
+        Arc::new(Readiness {
+            pending: AtomicUsize::new(watches),
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -97,7 +105,9 @@ impl Readiness {
     }
 
     fn first_list_done(&self) {
-        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -115,8 +125,11 @@ pub fn spawn_watches(
     metrics: Arc<LifecycleMetrics>,
     ready: Arc<Readiness>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let namespaces: Vec<Option<String>> =
-        if scope.namespaces.is_empty() { vec![None] } else { scope.namespaces.iter().cloned().map(Some).collect() };
+    let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+        vec![None]
+    } else {
+        scope.namespaces.iter().cloned().map(Some).collect()
+    };
     let mut tasks = Vec::new();
     for ns in namespaces {
         let runs = watcher::Config::default();
@@ -124,11 +137,35 @@ pub fn spawn_watches(
         let pods = watcher::Config::default().labels(&scope.job_selector);
         let ctx = || (tx.clone(), metrics.clone(), ready.clone());
         let (t, m, r) = ctx();
-        tasks.push(tokio::spawn(watch_kind::<AgentRun>(api(&client, &ns), runs, Kind::AgentRun, ns.clone(), t, m, r)));
+        tasks.push(tokio::spawn(watch_kind::<AgentRun>(
+            api(&client, &ns),
+            runs,
+            Kind::AgentRun,
+            ns.clone(),
+            t,
+            m,
+            r,
+        )));
         let (t, m, r) = ctx();
-        tasks.push(tokio::spawn(watch_kind::<Job>(api(&client, &ns), jobs, Kind::Job, ns.clone(), t, m, r)));
+        tasks.push(tokio::spawn(watch_kind::<Job>(
+            api(&client, &ns),
+            jobs,
+            Kind::Job,
+            ns.clone(),
+            t,
+            m,
+            r,
+        )));
         let (t, m, r) = ctx();
-        tasks.push(tokio::spawn(watch_kind::<Pod>(api(&client, &ns), pods, Kind::Pod, ns.clone(), t, m, r)));
+        tasks.push(tokio::spawn(watch_kind::<Pod>(
+            api(&client, &ns),
+            pods,
+            Kind::Pod,
+            ns.clone(),
+            t,
+            m,
+            r,
+        )));
     }
     tasks
 }
@@ -177,11 +214,20 @@ pub struct EventMapper {
 
 impl EventMapper {
     pub fn new(kind: Kind, namespace: Option<String>) -> Self {
-        EventMapper { kind, namespace, seen: HashSet::new(), relisting: None }
+        EventMapper {
+            kind,
+            namespace,
+            seen: HashSet::new(),
+            relisting: None,
+        }
     }
 
     /// Returns the observations and the counted event types.
-    pub fn map<K>(&mut self, event: Event<DeserializeGuard<K>>, at: Ts) -> (Vec<Observation>, Vec<WatchEventType>)
+    pub fn map<K>(
+        &mut self,
+        event: Event<DeserializeGuard<K>>,
+        at: Ts,
+    ) -> (Vec<Observation>, Vec<WatchEventType>)
     where
         K: IntoObject,
     {
@@ -208,7 +254,10 @@ impl EventMapper {
                 self.relisting = Some(HashSet::new());
                 out.push(Observation {
                     at,
-                    change: Change::RelistBegin { kind: self.kind, namespace: self.namespace.clone() },
+                    change: Change::RelistBegin {
+                        kind: self.kind,
+                        namespace: self.namespace.clone(),
+                    },
                 });
             }
             Event::InitApply(guard) => {
@@ -217,7 +266,10 @@ impl EventMapper {
                         set.insert(uid);
                     }
                     counted.push(WatchEventType::Relisted);
-                    out.push(Observation { at, change: Change::Upsert(o) });
+                    out.push(Observation {
+                        at,
+                        change: Change::Upsert(o),
+                    });
                 }
             }
             Event::InitDone => {
@@ -226,15 +278,25 @@ impl EventMapper {
                 }
                 out.push(Observation {
                     at,
-                    change: Change::RelistEnd { kind: self.kind, namespace: self.namespace.clone() },
+                    change: Change::RelistEnd {
+                        kind: self.kind,
+                        namespace: self.namespace.clone(),
+                    },
                 });
             }
             Event::Apply(guard) => {
                 if let Some(o) = object(guard, &mut counted) {
                     let uid = o.metadata().uid.clone().unwrap_or_default();
                     let added = self.seen.insert(uid);
-                    counted.push(if added { WatchEventType::Added } else { WatchEventType::Modified });
-                    out.push(Observation { at, change: Change::Upsert(o) });
+                    counted.push(if added {
+                        WatchEventType::Added
+                    } else {
+                        WatchEventType::Modified
+                    });
+                    out.push(Observation {
+                        at,
+                        change: Change::Upsert(o),
+                    });
                 }
             }
             Event::Delete(guard) => {
@@ -243,7 +305,10 @@ impl EventMapper {
                         self.seen.remove(uid);
                     }
                     counted.push(WatchEventType::Deleted);
-                    out.push(Observation { at, change: Change::Delete(o) });
+                    out.push(Observation {
+                        at,
+                        change: Change::Delete(o),
+                    });
                 }
             }
         }
@@ -260,7 +325,14 @@ async fn watch_kind<K>(
     metrics: Arc<LifecycleMetrics>,
     ready: Arc<Readiness>,
 ) where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static + IntoObject,
+    K: Resource<DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+        + IntoObject,
 {
     let mut mapper = EventMapper::new(kind, namespace.clone());
     let mut first_list = true;
@@ -281,7 +353,11 @@ async fn watch_kind<K>(
                 if done && first_list {
                     first_list = false;
                     ready.first_list_done();
-                    debug!(resource = kind.resource(), namespace = namespace.as_deref().unwrap_or("*"), "first list applied");
+                    debug!(
+                        resource = kind.resource(),
+                        namespace = namespace.as_deref().unwrap_or("*"),
+                        "first list applied"
+                    );
                 }
             }
             Ok(None) => return,

@@ -55,13 +55,18 @@ pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Capture, ReplayError> {
     let mut skipped = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ReplayError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         let (e, s) = parse(&text, &path.display().to_string(), i);
         events.extend(e);
         skipped.extend(s);
     }
-    Ok(Capture { observations: merge(events), skipped })
+    Ok(Capture {
+        observations: merge(events),
+        skipped,
+    })
 }
 
 /// Parses one file's text (either form).
@@ -73,7 +78,11 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
         match decode(value, file_index, seq) {
             Ok(Some(e)) => events.push(e),
             Ok(None) => {}
-            Err(reason) => skipped.push(Skipped { file: file.into(), line, reason }),
+            Err(reason) => skipped.push(Skipped {
+                file: file.into(),
+                line,
+                reason,
+            }),
         }
     };
     if is_json_lines(text) {
@@ -83,7 +92,11 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
             }
             match serde_json::from_str::<Value>(line) {
                 Ok(v) => push(v, n + 1, &mut events, &mut skipped),
-                Err(e) => skipped.push(Skipped { file: file.into(), line: n + 1, reason: format!("not JSON: {e}") }),
+                Err(e) => skipped.push(Skipped {
+                    file: file.into(),
+                    line: n + 1,
+                    reason: format!("not JSON: {e}"),
+                }),
             }
         }
         return (events, skipped);
@@ -105,7 +118,11 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
             Some(Err(e)) => {
                 let err_at = offset + rest.len() - rest.trim_start().len();
                 let line = line_of(text, err_at);
-                skipped.push(Skipped { file: file.into(), line, reason: format!("not JSON: {e}") });
+                skipped.push(Skipped {
+                    file: file.into(),
+                    line,
+                    reason: format!("not JSON: {e}"),
+                });
                 match next_object_start(text, err_at + 1) {
                     Some(next) => offset = next,
                     None => break,
@@ -117,13 +134,19 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
 }
 
 fn is_json_lines(text: &str) -> bool {
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .is_some_and(|first| serde_json::from_str::<Value>(first).map(|v| v.is_object()).unwrap_or(false))
+    text.lines().find(|l| !l.trim().is_empty()).is_some_and(|first| {
+        serde_json::from_str::<Value>(first)
+            .map(|v| v.is_object())
+            .unwrap_or(false)
+    })
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
-    text[..byte.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..byte.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn next_object_start(text: &str, from: usize) -> Option<usize> {
@@ -140,15 +163,21 @@ fn next_object_start(text: &str, from: usize) -> Option<usize> {
 
 /// One JSON value → an event. `Ok(None)` for events that carry no object change (BOOKMARK).
 fn decode(value: Value, file: usize, seq: usize) -> Result<Option<Event>, String> {
-    let Value::Object(mut map) = value else { return Err("not a JSON object".into()) };
+    let Value::Object(mut map) = value else {
+        return Err("not a JSON object".into());
+    };
     let observed_at = match map.remove("observedAt") {
-        Some(Value::String(s)) => Some(Ts::parse(&s).ok_or_else(|| format!("observedAt {s:?} is not an RFC 3339 time"))?),
+        Some(Value::String(s)) => {
+            Some(Ts::parse(&s).ok_or_else(|| format!("observedAt {s:?} is not an RFC 3339 time"))?)
+        }
         Some(other) => return Err(format!("observedAt {other} is not a string")),
         None => None,
     };
     let (kind, object) = match (map.remove("type"), map.remove("object")) {
         (Some(Value::String(t)), Some(obj)) => (t, obj),
-        (Some(_), None) | (None, Some(_)) => return Err("a watch event needs both \"type\" and \"object\"".into()),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err("a watch event needs both \"type\" and \"object\"".into());
+        }
         (Some(t), Some(_)) => return Err(format!("event type {t} is not a string")),
         (None, None) => return Err("neither a watch event ({\"type\",\"object\"}) nor an object".into()),
     };
@@ -159,13 +188,27 @@ fn decode(value: Value, file: usize, seq: usize) -> Result<Option<Event>, String
     };
     match kind.as_str() {
         "BOOKMARK" => return Ok(None),
-        "ERROR" => return Err(format!("watch error event: {}", object.get("message").unwrap_or(&Value::Null))),
+        "ERROR" => {
+            return Err(format!(
+                "watch error event: {}",
+                object.get("message").unwrap_or(&Value::Null)
+            ));
+        }
         _ => {}
     }
     let object = Object::from_json(object).map_err(|e| e.to_string())?;
-    let resource_version =
-        object.metadata().resource_version.as_deref().and_then(|rv| rv.parse::<u64>().ok());
-    Ok(Some(Event { observed_at, resource_version, change: change(object)?, file, seq }))
+    let resource_version = object
+        .metadata()
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse::<u64>().ok());
+    Ok(Some(Event {
+        observed_at,
+        resource_version,
+        change: change(object)?,
+        file,
+        seq,
+    }))
 }
 
 /// Merges the events of all files: by `observedAt` when every event has one, else by numeric
@@ -182,7 +225,11 @@ pub fn merge(mut events: Vec<Event>) -> Vec<Observation> {
     events
         .into_iter()
         .map(|e| {
-            let at = e.observed_at.or_else(|| latest_time(&e.change)).unwrap_or(last).max(last);
+            let at = e
+                .observed_at
+                .or_else(|| latest_time(&e.change))
+                .unwrap_or(last)
+                .max(last);
             last = at;
             Observation { at, change: e.change }
         })
@@ -227,7 +274,8 @@ pub fn to_json_line(obs: &Observation) -> Option<String> {
         Change::Delete(o) => ("DELETED", o),
         _ => return None,
     };
-    let line = serde_json::json!({ "type": kind, "object": object.to_json(), "observedAt": obs.at.to_string() });
+    let line =
+        serde_json::json!({ "type": kind, "object": object.to_json(), "observedAt": obs.at.to_string() });
     Some(line.to_string())
 }
 
@@ -249,8 +297,16 @@ mod tests {
         let (events, skipped) = parse(&text, "cap.jsonl", 0);
         assert_eq!(events.len(), 2);
         assert_eq!(skipped.iter().map(|s| s.line).collect::<Vec<_>>(), vec![2, 3]);
-        assert!(skipped[0].to_string().starts_with("cap.jsonl:2: not JSON"), "{}", skipped[0]);
-        assert!(skipped[1].reason.starts_with("malformed object"), "{}", skipped[1]);
+        assert!(
+            skipped[0].to_string().starts_with("cap.jsonl:2: not JSON"),
+            "{}",
+            skipped[0]
+        );
+        assert!(
+            skipped[1].reason.starts_with("malformed object"),
+            "{}",
+            skipped[1]
+        );
         let obs = merge(events);
         assert_eq!(obs[0].at, Ts::parse("2026-08-20T12:00:02Z").unwrap());
         assert!(matches!(obs[1].change, Change::Delete(_)));
@@ -294,7 +350,10 @@ mod tests {
     #[test]
     fn what_record_writes_replay_reads() {
         let (events, _) = parse(&format!("{{\"type\":\"ADDED\",\"object\":{JOB}}}"), "x", 0);
-        let obs = Observation { at: Ts(1_787_227_205_000), change: events[0].change.clone() };
+        let obs = Observation {
+            at: Ts(1_787_227_205_000),
+            change: events[0].change.clone(),
+        };
         let line = to_json_line(&obs).unwrap();
         let (again, skipped) = parse(&line, "y", 0);
         assert!(skipped.is_empty());

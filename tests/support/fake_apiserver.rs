@@ -60,7 +60,11 @@ impl FakeApi {
     pub fn set(&self, path: &str, items: Vec<Value>, resource_version: u64, watches: Vec<WatchScript>) {
         self.collections.lock().unwrap().insert(
             path.to_string(),
-            Collection { items, resource_version, watches: watches.into() },
+            Collection {
+                items,
+                resource_version,
+                watches: watches.into(),
+            },
         );
     }
 
@@ -70,7 +74,13 @@ impl FakeApi {
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<String> {
-        self.requests.lock().unwrap().iter().filter(|r| r.starts_with(&format!("{path}?"))).cloned().collect()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with(&format!("{path}?")))
+            .cloned()
+            .collect()
     }
 
     pub async fn start(&self) -> SocketAddr {
@@ -89,7 +99,10 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
     let watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
     let mut collections = api.collections.lock().unwrap();
     let Some(c) = collections.get_mut(&path) else {
-        return json_response(StatusCode::NOT_FOUND, status(404, "NotFound", "no such collection"));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            status(404, "NotFound", "no such collection"),
+        );
     };
     if !watch {
         let body = json!({
@@ -99,7 +112,10 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         });
         return json_response(StatusCode::OK, body);
     }
-    let script = c.watches.pop_front().unwrap_or(WatchScript { events: Vec::new(), end: WatchEnd::Hang });
+    let script = c.watches.pop_front().unwrap_or(WatchScript {
+        events: Vec::new(),
+        end: WatchEnd::Hang,
+    });
     drop(collections);
     let mut lines: Vec<Result<String, std::io::Error>> =
         script.events.iter().map(|e| Ok(format!("{e}\n"))).collect();
@@ -118,7 +134,10 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         )),
         _ => Body::from_stream(head),
     };
-    Response::builder().header("content-type", "application/json").body(body).unwrap()
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
 }
 
 fn json_response(code: StatusCode, body: Value) -> Response {

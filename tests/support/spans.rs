@@ -7,8 +7,16 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, any_value::Value},
 };
 
-pub const SPAN_NAMES: [&str; 8] =
-    ["agentrun", "workflow.step", "job.submit", "job.pending", "job.run", "pod.run", "job.collect", "job.ttl"];
+pub const SPAN_NAMES: [&str; 8] = [
+    "agentrun",
+    "workflow.step",
+    "job.submit",
+    "job.pending",
+    "job.run",
+    "pod.run",
+    "job.collect",
+    "job.ttl",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlatSpan {
@@ -58,9 +66,17 @@ pub fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<FlatSpan> {
                         name: s.name.clone(),
                         start_ns: s.start_time_unix_nano,
                         end_ns: s.end_time_unix_nano,
-                        attrs: s.attributes.iter().map(|kv| (kv.key.clone(), value_str(&kv.value))).collect(),
+                        attrs: s
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), value_str(&kv.value)))
+                            .collect(),
                         status: s.status.as_ref().map(|st| st.code).unwrap_or(0),
-                        events: s.events.iter().map(|e| (e.name.clone(), e.time_unix_nano)).collect(),
+                        events: s
+                            .events
+                            .iter()
+                            .map(|e| (e.name.clone(), e.time_unix_nano))
+                            .collect(),
                         service: service.clone(),
                     });
                 }
@@ -94,14 +110,19 @@ pub fn check_traces(spans: &[FlatSpan]) -> Result<usize, String> {
         if root.parent != "0000000000000000" && !root.parent.is_empty() {
             return Err(format!("root of {trace} has a parent"));
         }
-        let uid = root.attrs.get("agentrun.uid").ok_or("root without agentrun.uid")?;
+        let uid = root
+            .attrs
+            .get("agentrun.uid")
+            .ok_or("root without agentrun.uid")?;
         let expected = format!("{:032x}", agentrun_lifecycle_exporter::engine::ids::trace_id(uid));
         if &expected != trace {
             return Err(format!("trace id {trace} is not derived from uid {uid}"));
         }
         let by_id: HashMap<&str, &&FlatSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
         for s in spans.iter().filter(|s| s.name != "agentrun") {
-            let parent = by_id.get(s.parent.as_str()).ok_or_else(|| format!("{} {} has no parent in {trace}", s.name, s.span_id))?;
+            let parent = by_id
+                .get(s.parent.as_str())
+                .ok_or_else(|| format!("{} {} has no parent in {trace}", s.name, s.span_id))?;
             let want = match s.name.as_str() {
                 "workflow.step" => vec!["agentrun"],
                 "pod.run" => vec!["job.run"],
@@ -120,21 +141,23 @@ pub fn check_traces(spans: &[FlatSpan]) -> Result<usize, String> {
         // The chain of each Job: submit → pending → run → collect/ttl.
         let mut jobs: BTreeMap<&str, BTreeMap<&str, &FlatSpan>> = BTreeMap::new();
         for s in spans.iter().filter(|s| s.name.starts_with("job.")) {
-            jobs.entry(s.attrs.get("k8s.job.uid").map(String::as_str).unwrap_or("")).or_default().insert(&s.name, s);
+            jobs.entry(s.attrs.get("k8s.job.uid").map(String::as_str).unwrap_or(""))
+                .or_default()
+                .insert(&s.name, s);
         }
         for (job, chain) in jobs {
             let order = ["job.submit", "job.pending", "job.run"];
             for w in order.windows(2) {
-                if let (Some(a), Some(b)) = (chain.get(w[0]), chain.get(w[1])) {
-                    if a.end_ns != b.start_ns {
-                        return Err(format!("job {job}: {} does not end where {} starts", w[0], w[1]));
-                    }
+                if let (Some(a), Some(b)) = (chain.get(w[0]), chain.get(w[1]))
+                    && a.end_ns != b.start_ns
+                {
+                    return Err(format!("job {job}: {} does not end where {} starts", w[0], w[1]));
                 }
             }
-            if let (Some(run), Some(c)) = (chain.get("job.run"), chain.get("job.collect")) {
-                if c.start_ns != run.end_ns {
-                    return Err(format!("job {job}: job.collect does not start at the finish"));
-                }
+            if let (Some(run), Some(c)) = (chain.get("job.run"), chain.get("job.collect"))
+                && c.start_ns != run.end_ns
+            {
+                return Err(format!("job {job}: job.collect does not start at the finish"));
             }
         }
     }
@@ -156,12 +179,28 @@ pub fn diff(left: &[FlatSpan], right: &[FlatSpan]) -> String {
     for (k, a) in &l {
         match r.get(k) {
             None => {
-                let _ = writeln!(out, "only left: {} {} {:?}", a.name, a.span_id, a.attrs.get("k8s.job.name"));
+                let _ = writeln!(
+                    out,
+                    "only left: {} {} {:?}",
+                    a.name,
+                    a.span_id,
+                    a.attrs.get("k8s.job.name")
+                );
             }
             Some(b) if a != b => {
-                let _ = writeln!(out, "differs: {} {} {:?}", a.name, a.span_id, a.attrs.get("k8s.job.name"));
+                let _ = writeln!(
+                    out,
+                    "differs: {} {} {:?}",
+                    a.name,
+                    a.span_id,
+                    a.attrs.get("k8s.job.name")
+                );
                 if a.start_ns != b.start_ns || a.end_ns != b.end_ns {
-                    let _ = writeln!(out, "   times {}..{} vs {}..{}", a.start_ns, a.end_ns, b.start_ns, b.end_ns);
+                    let _ = writeln!(
+                        out,
+                        "   times {}..{} vs {}..{}",
+                        a.start_ns, a.end_ns, b.start_ns, b.end_ns
+                    );
                 }
                 for (ak, av) in &a.attrs {
                     if b.attrs.get(ak) != Some(av) {
@@ -174,7 +213,11 @@ pub fn diff(left: &[FlatSpan], right: &[FlatSpan]) -> String {
                     }
                 }
                 if a.events != b.events || a.status != b.status {
-                    let _ = writeln!(out, "   events/status {:?}/{} vs {:?}/{}", a.events, a.status, b.events, b.status);
+                    let _ = writeln!(
+                        out,
+                        "   events/status {:?}/{} vs {:?}/{}",
+                        a.events, a.status, b.events, b.status
+                    );
                 }
             }
             _ => continue,
@@ -186,7 +229,13 @@ pub fn diff(left: &[FlatSpan], right: &[FlatSpan]) -> String {
     }
     for (k, b) in &r {
         if !l.contains_key(k) {
-            let _ = writeln!(out, "only right: {} {} {:?}", b.name, b.span_id, b.attrs.get("k8s.job.name"));
+            let _ = writeln!(
+                out,
+                "only right: {} {} {:?}",
+                b.name,
+                b.span_id,
+                b.attrs.get("k8s.job.name")
+            );
         }
     }
     out
