@@ -6,6 +6,11 @@
 # Usage: tests/e2e/testbed/build.sh [--force COMPONENT]...
 #   COMPONENT: etcd kubernetes kwok jaeger helm
 #
+# Environment: AGENTRUN_TESTBED_CACHE, TESTBED_GO, TESTBED_GOMODCACHE,
+# TESTBED_GOCACHE (see lib.sh), TESTBED_BUILD_JOBS (go build -p, default 2),
+# TESTBED_NICE (default 10), TESTBED_TRIM_GOCACHE=1 (drop the Go build cache
+# after building). Go output of each build goes to $CACHE/logs/.
+#
 # Only one build.sh runs at a time per cache (a second one waits on the lock and
 # then finds everything built). Prints the bin dir on stdout at the end; all
 # progress goes to stderr.
@@ -23,7 +28,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,12p' "$0"
+      sed -n '2,16p' "$0"
       exit 0
       ;;
     *) testbed_die "unknown argument: $1" ;;
@@ -69,7 +74,7 @@ mod_gomod() { # MODULE@VERSION
 # build_component NAME VERSION FUNCTION
 # Runs FUNCTION OUT_BIN_DIR SRC_DIR unless the stamp for NAME+VERSION exists.
 build_component() {
-  local name="$1" version="$2" fn="$3" dir tmp src start end
+  local name="$1" version="$2" fn="$3" dir tmp src start end log rc
   dir="$(testbed_component_dir "${name}" "${version}")"
   if [[ -f "${dir}/.stamp" && "${FORCE}" != *" ${name} "* ]]; then
     testbed_log "${name} ${version}: up to date"
@@ -80,9 +85,22 @@ build_component() {
   start=$(date +%s)
   tmp="${dir}.partial"
   src="${TESTBED_CACHE}/src/${name}-${version}"
+  log="${TESTBED_CACHE}/logs/${name}-${version}.log"
   rm -rf "${tmp}" "${src}"
-  mkdir -p "${tmp}/bin" "${src}"
-  "${fn}" "${tmp}/bin" "${src}"
+  mkdir -p "${tmp}/bin" "${src}" "${TESTBED_CACHE}/logs"
+  # The go tool's output goes to the log; shown only when the build fails.
+  set +e
+  (
+    set -e
+    "${fn}" "${tmp}/bin" "${src}"
+  ) >"${log}" 2>&1
+  rc=$?
+  set -e
+  if ((rc != 0)); then
+    testbed_log "${name} ${version}: FAILED (exit ${rc}); last lines of ${log}:"
+    tail -n 60 "${log}" >&2
+    exit "${rc}"
+  fi
   end=$(date +%s)
   printf 'component=%s\nversion=%s\ngo=%s\nbuilt=%s\nseconds=%s\n' \
     "${name}" "${version}" "${GO_VERSION}" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((end - start))" >"${tmp}/.stamp"
@@ -249,6 +267,13 @@ for tool in prometheus promtool; do
     testbed_log "WARNING: '${tool}' not on PATH; install the distribution package: apt-get install -y --no-install-recommends prometheus"
   fi
 done
+
+# Optionally drop the Go build cache (several GiB) once everything is built;
+# the module cache is kept. The next version bump then recompiles from source.
+if [[ "${TESTBED_TRIM_GOCACHE:-0}" == 1 ]]; then
+  testbed_log "TESTBED_TRIM_GOCACHE=1: removing the Go build cache ${GOCACHE}"
+  gorun clean -cache
+fi
 
 TOTAL_END=$(date +%s)
 testbed_log "summary:"

@@ -167,6 +167,7 @@ sign() {
   sign admin "/O=system:masters/CN=testbed-admin" "${CLIENT_EXT}"
   sign kube-controller-manager "/CN=system:kube-controller-manager" "${CLIENT_EXT}"
   sign kube-scheduler "/CN=system:kube-scheduler" "${CLIENT_EXT}"
+  sign front-proxy-client "/CN=front-proxy-client" "${CLIENT_EXT}"
   # Service-account token signing key pair.
   gen_key "${PKI}/sa.key"
   openssl pkey -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -323,6 +324,14 @@ start kube-apiserver "${KUBE_APISERVER}" \
   --service-cluster-ip-range=10.96.0.0/16 \
   --authorization-mode=Node,RBAC \
   --endpoint-reconciler-type=none \
+  --disable-admission-plugins=TaintNodesByCondition \
+  --requestheader-client-ca-file="${PKI}/ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
+  --proxy-client-key-file="${PKI}/front-proxy-client.key" \
   --enable-priority-and-fairness=false \
   --allow-privileged=true \
   --profiling=false \
@@ -332,18 +341,19 @@ CURL_ADMIN=(curl -fsS --cacert "${PKI}/ca.crt" --cert "${PKI}/admin.crt" --key "
 wait_ready kube-apiserver "kube-apiserver" "${CURL_ADMIN[@]}" "${APISERVER_URL}/readyz"
 
 # --- controllers, scheduler, kwok -----------------------------------------------
-# Controllers: the Job lifecycle (job, ttl-after-finished, garbagecollector),
-# plus what a namespace and a Pod need in a real cluster (namespace,
-# serviceaccount: the ServiceAccount admission plugin stays on, so Pods need the
-# namespace's "default" ServiceAccount) and podgc. Each controller uses its own
-# service-account credentials, as in a kubeadm cluster.
+# Controllers: the Job lifecycle (job, cronjob, ttl-after-finished,
+# garbagecollector), what a namespace and a Pod need in a real cluster
+# (namespace; serviceaccount: the ServiceAccount admission plugin stays on, so
+# Pods need the namespace's "default" ServiceAccount; podgc), and deployment +
+# replicaset so a chart's Deployment gets (forever Running) pods. Each
+# controller uses its own service-account credentials, as in a kubeadm cluster.
 start kube-controller-manager "${KUBE_CONTROLLER_MANAGER}" \
   --kubeconfig="${STATE_DIR}/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="${STATE_DIR}/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig="${STATE_DIR}/kube-controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 \
   --secure-port="${KCM_PORT}" \
-  --controllers=job,ttl-after-finished,garbagecollector,namespace,serviceaccount,podgc \
+  --controllers=job,cronjob,ttl-after-finished,garbagecollector,namespace,serviceaccount,podgc,deployment,replicaset \
   --use-service-account-credentials=true \
   --root-ca-file="${PKI}/ca.crt" \
   --leader-elect=false \
