@@ -24,11 +24,11 @@ impl Runtime {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunInfo {
     pub namespace: Arc<str>,
-    pub name: Box<str>,
-    pub uid: Box<str>,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
     pub runtime: Runtime,
-    pub agent: Option<Box<str>>,
-    pub provider: Option<Box<str>>,
+    pub agent: Option<Arc<str>>,
+    pub provider: Option<Arc<str>>,
 }
 
 /// Where a Job sits in a workflow run.
@@ -43,17 +43,17 @@ pub struct StepKey {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobInfo {
-    pub name: Box<str>,
-    pub uid: Box<str>,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
     pub step: Option<StepKey>,
-    pub step_name: Option<Box<str>>,
+    pub step_name: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInfo {
-    pub name: Box<str>,
-    pub uid: Box<str>,
-    pub node: Option<Box<str>>,
+    pub name: Arc<str>,
+    pub uid: Arc<str>,
+    pub node: Option<Arc<str>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +150,7 @@ impl RunOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MissingEvent {
     pub at: Ts,
-    pub reason: Box<str>,
+    pub reason: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,7 +165,7 @@ pub enum Fact {
         start: Stamp,
         end: Stamp,
         /// `job.run` only: the Job's Failed condition reason, when it failed.
-        failure: Option<Option<Box<str>>>,
+        failure: Option<Option<Arc<str>>>,
     },
     /// `pod.run`: a Pod's container terminated, or the Pod went away first.
     PodRan {
@@ -175,7 +175,7 @@ pub enum Fact {
         start: Stamp,
         end: Stamp,
         exit_code: Option<i64>,
-        reason: Option<Box<str>>,
+        reason: Option<Arc<str>>,
     },
     /// `job.collect`: the status write that consumed the finished Job.
     JobCollected {
@@ -217,7 +217,7 @@ pub enum Fact {
     StepFinished {
         run: Arc<RunInfo>,
         index: u32,
-        name: Box<str>,
+        name: Arc<str>,
         start: Stamp,
         end: Stamp,
         failed: bool,
@@ -229,7 +229,7 @@ pub enum Fact {
         start: Stamp,
         end: Stamp,
         outcome: Option<RunOutcome>,
-        reason: Option<Box<str>>,
+        reason: Option<Arc<str>>,
         missing: Vec<MissingEvent>,
     },
     /// Every span of the run has been emitted; nothing more will come for its trace.

@@ -30,6 +30,11 @@ fn fnv128(s: &str) -> u128 {
     h
 }
 
+/// A 64-bit key for a name the tracker only needs to match, not print (a run's Job names).
+pub fn name_key(name: &str) -> u64 {
+    fnv64(&[name])
+}
+
 /// The trace of an AgentRun: FNV-1a 128 of `agentrun-trace/<uid>`. Never zero (zero ids are invalid).
 pub fn trace_id(run_uid: &str) -> u128 {
     fnv128(&format!("agentrun-trace/{run_uid}")).max(1)

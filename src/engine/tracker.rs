@@ -13,6 +13,7 @@ use std::{
 
 use super::{
     facts::*,
+    ids::name_key,
     objects::{self, AgentRun, Condition, Job, Kind, Object, Pod},
     time::{Stamp, TimeSource, Ts},
 };
@@ -128,7 +129,8 @@ enum TtlRule {
 
 #[derive(Clone, Debug)]
 struct Consumption {
-    job_name: Box<str>,
+    /// [`name_key`] of the Job's name.
+    job: u64,
     at: Stamp,
     missing: bool,
     seen_at: Ts,
@@ -137,7 +139,7 @@ struct Consumption {
 #[derive(Clone, Debug)]
 struct Step {
     index: u32,
-    name: Box<str>,
+    name: Arc<str>,
     first_started: Option<Ts>,
     terminal: Option<(Stamp, bool)>,
     missing: Vec<MissingEvent>,
@@ -153,15 +155,16 @@ struct Run {
     retention: Option<i64>,
     ttl_rule: TtlRule,
     seen_nonterminal: bool,
-    /// Job names the status referenced as running, so a later consumption of them is a transition we saw.
-    referenced_running: Vec<Box<str>>,
-    terminal: Option<(RunOutcome, Stamp, Option<Box<str>>)>,
+    /// Keys of the Job names the status referenced as running, so a later consumption of them is a transition
+    /// we saw.
+    referenced_running: Vec<u64>,
+    terminal: Option<(RunOutcome, Stamp, Option<Arc<str>>)>,
     missing: Vec<MissingEvent>,
     consumed: Vec<Consumption>,
     steps: Vec<Step>,
     /// Every Job of the run seen so far, in sequence order, kept after the Job is forgotten.
-    history: Vec<(Option<StepKey>, Box<str>)>,
-    jobs: Vec<Box<str>>,
+    history: Vec<(Option<StepKey>, u64)>,
+    jobs: Vec<Arc<str>>,
     root_emitted: bool,
     export: bool,
 }
@@ -191,7 +194,7 @@ impl Flags {
 struct Finish {
     at: Ts,
     failed: bool,
-    reason: Option<Box<str>>,
+    reason: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -199,8 +202,8 @@ struct JobTrack {
     info: Arc<JobInfo>,
     namespace: Arc<str>,
     /// The owning AgentRun: its uid (ownerReference) and name (label).
-    run_uid: Option<Box<str>>,
-    run_name: Box<str>,
+    run_uid: Option<Arc<str>>,
+    run_name: Arc<str>,
     created: Option<Ts>,
     started: Option<Ts>,
     finish: Option<Finish>,
@@ -212,10 +215,13 @@ struct JobTrack {
     emitted: Flags,
     submit_start: Option<Ts>,
     clamped: Clamped,
-    pods: Vec<Box<str>>,
-    provider: Option<Box<str>>,
-    agent: Option<Box<str>>,
+    pods: Vec<Arc<str>>,
+    /// The Job's provider and agent labels, held only until its run is known and takes them.
+    labels: Option<Box<RunLabels>>,
 }
+
+/// Provider and agent, as the Job labels carry them.
+type RunLabels = (Option<Arc<str>>, Option<Arc<str>>);
 
 /// The Job's lifecycle points after clamping, remembered so later spans chain onto earlier ones.
 #[derive(Clone, Copy, Debug, Default)]
@@ -228,9 +234,9 @@ struct Clamped {
 #[derive(Debug)]
 struct PodTrack {
     info: PodInfo,
-    job_uid: Box<str>,
+    job_uid: Arc<str>,
     created: Option<Ts>,
-    terminated: Option<(Ts, i64, Option<Box<str>>)>,
+    terminated: Option<(Ts, i64, Option<Arc<str>>)>,
     deleted: Option<Stamp>,
     emitted: bool,
 }
@@ -251,15 +257,21 @@ pub struct Tracker {
     cfg: TrackerConfig,
     now: Ts,
     namespaces: HashSet<Arc<str>>,
+    strings: HashSet<Arc<str>>,
     series_seen: HashSet<(Arc<str>, Runtime)>,
-    runs: HashMap<Box<str>, Run>,
-    run_by_name: HashMap<(Arc<str>, Box<str>), Box<str>>,
-    done: HashMap<Box<str>, DoneRun>,
-    jobs: HashMap<Box<str>, JobTrack>,
-    pods: HashMap<Box<str>, PodTrack>,
-    relists: HashMap<RelistScope, HashSet<Box<str>>>,
+    // Boxed values: a table runs at 45–90 % load, so large inline entries would waste a third of it.
+    runs: HashMap<Arc<str>, Box<Run>>,
+    run_by_name: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
+    done: HashMap<Arc<str>, DoneRun>,
+    jobs: HashMap<Arc<str>, Box<JobTrack>>,
+    pods: HashMap<Arc<str>, Box<PodTrack>>,
+    /// Jobs whose AgentRun is not known yet, by `uid:<run uid>` or `name:<namespace>/<run name>`.
+    waiting_jobs: HashMap<String, Vec<Arc<str>>>,
+    /// Pods whose Job is not known yet, by Job uid.
+    waiting_pods: HashMap<Arc<str>, Vec<Arc<str>>>,
+    relists: HashMap<RelistScope, HashSet<Arc<str>>>,
     /// Runs to evaluate again at a time (a verdict waiting to settle).
-    timers: BTreeMap<Ts, Vec<Box<str>>>,
+    timers: BTreeMap<Ts, Vec<Arc<str>>>,
     out: Vec<Emitted>,
 }
 
@@ -372,7 +384,7 @@ impl Tracker {
         let mut dirty = Vec::new();
         match kind {
             Kind::AgentRun => {
-                let vanished: Vec<Box<str>> = self
+                let vanished: Vec<Arc<str>> = self
                     .runs
                     .iter()
                     .filter(|(uid, r)| in_scope(&r.info.namespace) && !r.gone && !seen.contains(*uid))
@@ -389,7 +401,7 @@ impl Tracker {
                     .retain(|uid, d| !in_scope(&d.namespace) || seen.contains(uid));
             }
             Kind::Job => {
-                let vanished: Vec<Box<str>> = self
+                let vanished: Vec<Arc<str>> = self
                     .jobs
                     .iter()
                     .filter(|(uid, j)| in_scope(&j.namespace) && !j.gone && !seen.contains(*uid))
@@ -407,7 +419,7 @@ impl Tracker {
                 }
             }
             Kind::Pod => {
-                let vanished: Vec<Box<str>> = self
+                let vanished: Vec<Arc<str>> = self
                     .pods
                     .iter()
                     .filter(|(uid, _)| !seen.contains(*uid))
@@ -435,14 +447,24 @@ impl Tracker {
         }
     }
 
-    fn run_uid_of_job(&self, job_uid: &str) -> Option<Box<str>> {
+    /// A shared copy of a low-cardinality string (agent, provider, step, node, reason names).
+    fn shared(&mut self, s: &str) -> Arc<str> {
+        if let Some(existing) = self.strings.get(s) {
+            return existing.clone();
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.strings.insert(arc.clone());
+        arc
+    }
+
+    fn run_uid_of_job(&self, job_uid: &str) -> Option<Arc<str>> {
         let job = self.jobs.get(job_uid)?;
         self.resolve_run(job.run_uid.as_deref(), &job.namespace, &job.run_name)
     }
 
-    fn resolve_run(&self, uid: Option<&str>, namespace: &Arc<str>, name: &str) -> Option<Box<str>> {
+    fn resolve_run(&self, uid: Option<&str>, namespace: &Arc<str>, name: &str) -> Option<Arc<str>> {
         if let Some(uid) = uid {
-            return self.runs.contains_key(uid).then(|| uid.into());
+            return self.runs.get_key_value(uid).map(|(k, _)| k.clone());
         }
         self.run_by_name.get(&(namespace.clone(), name.into())).cloned()
     }
@@ -451,7 +473,7 @@ impl Tracker {
     // AgentRuns
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_run(&mut self, o: &AgentRun, deleted: bool) -> Option<Box<str>> {
+    fn upsert_run(&mut self, o: &AgentRun, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
         let (Some(uid), Some(name), Some(ns)) = (
             meta.uid.as_deref(),
@@ -483,18 +505,19 @@ impl Tracker {
         let now = self.now;
         let created = meta.creation_timestamp.as_ref().map(Ts::from_time);
         if !self.runs.contains_key(uid) {
+            let agent = o
+                .spec
+                .agent_ref
+                .as_ref()
+                .map(|a| a.name.clone())
+                .filter(|a| !a.is_empty())
+                .map(|a| self.shared(&a));
             let info = Arc::new(RunInfo {
                 namespace: namespace.clone(),
                 name: name.into(),
                 uid: uid.into(),
                 runtime,
-                agent: o
-                    .spec
-                    .agent_ref
-                    .as_ref()
-                    .map(|a| a.name.as_str())
-                    .filter(|a| !a.is_empty())
-                    .map(Into::into),
+                agent,
                 provider: None,
             });
             let terminal_before = terminal_time_hint(o);
@@ -520,9 +543,10 @@ impl Tracker {
                 root_emitted: false,
                 export,
             };
-            self.runs.insert(uid.into(), run);
+            let (key, name_key) = (run.info.uid.clone(), run.info.name.clone());
             self.run_by_name
-                .insert((namespace.clone(), name.into()), uid.into());
+                .insert((namespace.clone(), name_key), key.clone());
+            self.runs.insert(key, Box::new(run));
             if self.series_seen.insert((namespace.clone(), runtime)) {
                 self.out.push(Emitted {
                     fact: Fact::SeriesSeen {
@@ -552,36 +576,33 @@ impl Tracker {
     }
 
     fn adopt_jobs(&mut self, run_uid: &str, namespace: &Arc<str>, run_name: &str) {
-        let mut adopted: Vec<(Option<StepKey>, Box<str>, Box<str>)> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| match &j.run_uid {
-                Some(u) => &**u == run_uid,
-                None => &j.namespace == namespace && &*j.run_name == run_name,
-            })
-            .map(|(uid, j)| (j.info.step.clone(), j.info.name.clone(), uid.clone()))
-            .collect();
+        let mut waiting = self
+            .waiting_jobs
+            .remove(&format!("uid:{run_uid}"))
+            .unwrap_or_default();
+        waiting.extend(
+            self.waiting_jobs
+                .remove(&format!("name:{namespace}/{run_name}"))
+                .unwrap_or_default(),
+        );
+        let mut adopted: Vec<(Option<StepKey>, Arc<str>, Arc<str>)> = Vec::new();
+        let mut labels = Vec::new();
+        for uid in waiting {
+            if let Some(job) = self.jobs.get_mut(&uid) {
+                adopted.push((job.info.step.clone(), job.info.name.clone(), job.info.uid.clone()));
+                labels.extend(job.labels.take());
+            }
+        }
         adopted.sort();
-        let provider = adopted
-            .iter()
-            .find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.provider.clone()));
-        let agent = adopted
-            .iter()
-            .find_map(|(_, _, u)| self.jobs.get(u).and_then(|j| j.agent.clone()));
         if let Some(run) = self.runs.get_mut(run_uid) {
-            if run.info.provider.is_none() && provider.is_some()
-                || run.info.agent.is_none() && agent.is_some()
-            {
-                let mut info = (*run.info).clone();
-                info.provider = info.provider.or(provider);
-                info.agent = info.agent.or(agent);
-                run.info = Arc::new(info);
+            for l in labels {
+                take_labels(run, *l);
             }
             for (step, name, uid) in adopted {
                 if !run.jobs.contains(&uid) {
-                    run.jobs.push(uid);
+                    push_small(&mut run.jobs, uid);
                 }
-                remember_job(run, step, name);
+                remember_job(run, step, &name);
             }
         }
     }
@@ -590,7 +611,7 @@ impl Tracker {
     // Jobs
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_job(&mut self, o: &Job, deleted: bool) -> Option<Box<str>> {
+    fn upsert_job(&mut self, o: &Job, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
         let (Some(uid), Some(name), Some(ns)) = (
             meta.uid.as_deref(),
@@ -616,22 +637,35 @@ impl Tracker {
                 return None;
             }
             let step = step_key(name, &labels);
+            let step_name = step
+                .as_ref()
+                .and_then(|_| labels.get(objects::LABEL_STEP))
+                .map(|s| self.shared(s));
+            let provider = labels.get(objects::LABEL_PROVIDER).map(|s| self.shared(s));
+            let agent = labels.get(objects::LABEL_AGENT).map(|s| self.shared(s));
+            let owner_run = owner.and_then(|o| self.runs.get(o.uid.as_str()));
+            let run_uid = owner.map(|o| {
+                owner_run
+                    .map(|r| r.info.uid.clone())
+                    .unwrap_or_else(|| o.uid.as_str().into())
+            });
+            let run_name_shared = owner_run
+                .map(|r| r.info.name.clone())
+                .unwrap_or_else(|| run_name.into());
+            let uid_shared: Arc<str> = Arc::from(uid);
             let info = Arc::new(JobInfo {
                 name: name.into(),
-                uid: uid.into(),
-                step_name: step
-                    .as_ref()
-                    .and_then(|_| labels.get(objects::LABEL_STEP))
-                    .map(|s| s.as_str().into()),
+                uid: uid_shared.clone(),
+                step_name,
                 step,
             });
             self.jobs.insert(
-                uid.into(),
-                JobTrack {
+                uid_shared.clone(),
+                Box::new(JobTrack {
                     info,
                     namespace: namespace.clone(),
-                    run_uid: owner.map(|o| o.uid.as_str().into()),
-                    run_name: run_name.into(),
+                    run_uid,
+                    run_name: run_name_shared,
                     created: None,
                     started: None,
                     finish: None,
@@ -643,25 +677,28 @@ impl Tracker {
                     emitted: Flags::default(),
                     submit_start: None,
                     clamped: Clamped::default(),
-                    pods: Vec::new(),
-                    provider: labels.get(objects::LABEL_PROVIDER).map(|s| s.as_str().into()),
-                    agent: labels.get(objects::LABEL_AGENT).map(|s| s.as_str().into()),
-                },
+                    pods: self.waiting_pods.remove(uid).unwrap_or_default(),
+                    labels: None,
+                }),
             );
-            let pending: Vec<Box<str>> = self
-                .pods
-                .iter()
-                .filter(|(_, p)| &*p.job_uid == uid)
-                .map(|(puid, _)| puid.clone())
-                .collect();
-            if let Some(job) = self.jobs.get_mut(uid) {
-                job.pods = pending;
-            }
-            if let Some(run_uid) = self.resolve_run(owner.map(|o| o.uid.as_str()), &namespace, run_name) {
-                let (step, jname) = (self.jobs[uid].info.step.clone(), self.jobs[uid].info.name.clone());
-                if let Some(run) = self.runs.get_mut(&run_uid) {
-                    run.jobs.push(uid.into());
-                    remember_job(run, step, jname);
+            match self.resolve_run(owner.map(|o| o.uid.as_str()), &namespace, run_name) {
+                Some(run_uid) => {
+                    let info = self.jobs[uid].info.clone();
+                    if let Some(run) = self.runs.get_mut(&run_uid) {
+                        take_labels(run, (provider, agent));
+                        push_small(&mut run.jobs, info.uid.clone());
+                        remember_job(run, info.step.clone(), &info.name);
+                    }
+                }
+                None => {
+                    let key = match owner {
+                        Some(o) => format!("uid:{}", o.uid),
+                        None => format!("name:{namespace}/{run_name}"),
+                    };
+                    self.waiting_jobs.entry(key).or_default().push(uid_shared);
+                    if let Some(job) = self.jobs.get_mut(uid) {
+                        job.labels = Some(Box::new((provider, agent)));
+                    }
                 }
             }
         }
@@ -669,7 +706,7 @@ impl Tracker {
         let consumed = run_uid
             .as_ref()
             .and_then(|r| self.runs.get(r))
-            .is_some_and(|r| r.consumed.iter().any(|c| &*c.job_name == name && !c.missing));
+            .is_some_and(|r| r.consumed.iter().any(|c| c.job == name_key(name) && !c.missing));
         let job = self.jobs.get_mut(uid)?;
         job.created = job
             .created
@@ -707,16 +744,6 @@ impl Tracker {
             job.deletion.get_or_insert(Stamp::observed(now));
             job.deletion_noticed.get_or_insert(now);
         }
-        let (provider, agent) = (job.provider.clone(), job.agent.clone());
-        if let Some(run) = run_uid.as_ref().and_then(|r| self.runs.get_mut(r))
-            && (run.info.provider.is_none() && provider.is_some()
-                || run.info.agent.is_none() && agent.is_some())
-        {
-            let mut info = (*run.info).clone();
-            info.provider = info.provider.or(provider);
-            info.agent = info.agent.or(agent);
-            run.info = Arc::new(info);
-        }
         run_uid
     }
 
@@ -724,7 +751,7 @@ impl Tracker {
     // Pods
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_pod(&mut self, o: &Pod, deleted: bool) -> Option<Box<str>> {
+    fn upsert_pod(&mut self, o: &Pod, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
         let (Some(uid), Some(name), Some(ns)) = (
             meta.uid.as_deref(),
@@ -754,31 +781,46 @@ impl Tracker {
             if deleted {
                 return None;
             }
+            let uid_shared: Arc<str> = Arc::from(uid);
+            let job_shared = self
+                .jobs
+                .get_key_value(job_uid.as_str())
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| job_uid.as_str().into());
             self.pods.insert(
-                uid.into(),
-                PodTrack {
+                uid_shared.clone(),
+                Box::new(PodTrack {
                     info: PodInfo {
                         name: name.into(),
-                        uid: uid.into(),
+                        uid: uid_shared.clone(),
                         node: None,
                     },
-                    job_uid: job_uid.as_str().into(),
+                    job_uid: job_shared,
                     created: None,
                     terminated: None,
                     deleted: None,
                     emitted: false,
-                },
+                }),
             );
-            if let Some(job) = self.jobs.get_mut(job_uid.as_str()) {
-                job.pods.push(uid.into());
+            match self.jobs.get_mut(job_uid.as_str()) {
+                Some(job) => push_small(&mut job.pods, uid_shared),
+                None => self
+                    .waiting_pods
+                    .entry(job_uid.as_str().into())
+                    .or_default()
+                    .push(uid_shared),
             }
         }
+        let node = match o.spec.node_name.as_deref() {
+            Some(n) if self.pods.get(uid).is_some_and(|p| p.info.node.is_none()) => Some(self.shared(n)),
+            _ => None,
+        };
         let pod = self.pods.get_mut(uid)?;
         pod.created = pod
             .created
             .or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if pod.info.node.is_none() {
-            pod.info.node = o.spec.node_name.as_deref().map(Into::into);
+            pod.info.node = node;
         }
         if pod.terminated.is_none() {
             let statuses = &o.status.container_statuses;
@@ -838,7 +880,11 @@ impl Tracker {
         let export = run.export;
         let info = run.info.clone();
         let jinfo = job.info.clone();
-        let consumption = run.consumed.iter().find(|c| *c.job_name == *jinfo.name).cloned();
+        let consumption = run
+            .consumed
+            .iter()
+            .find(|c| c.job == name_key(&jinfo.name))
+            .cloned();
         let submit_start = submit_start_of(run, job);
         let run_created = run.created.at;
         let ttl_rule = run.ttl_rule;
@@ -1192,7 +1238,7 @@ impl Tracker {
     /// Forgets Jobs and Pods that are gone and fully reported, when their run is unknown (not ours, or deleted
     /// before this process started): they would otherwise be held forever.
     fn sweep_orphans(&mut self) {
-        let orphan_jobs: Vec<Box<str>> = self
+        let orphan_jobs: Vec<Arc<str>> = self
             .jobs
             .iter()
             .filter(|(uid, j)| j.gone && self.run_uid_of_job(uid).is_none())
@@ -1207,6 +1253,15 @@ impl Tracker {
         }
         self.pods
             .retain(|_, p| p.deleted.is_none() || self.jobs.contains_key(&p.job_uid));
+        let (jobs, pods) = (&self.jobs, &self.pods);
+        self.waiting_jobs.retain(|_, uids| {
+            uids.retain(|u| jobs.contains_key(u));
+            !uids.is_empty()
+        });
+        self.waiting_pods.retain(|_, uids| {
+            uids.retain(|u| pods.contains_key(u));
+            !uids.is_empty()
+        });
     }
 
     /// Gauge values at `now`.
@@ -1259,7 +1314,7 @@ impl Tracker {
                 entry.job_ttl = minmax(entry.job_ttl, t);
             }
             let Some(finish) = &job.finish else { continue };
-            let consumption = run.consumed.iter().find(|c| *c.job_name == *job.info.name);
+            let consumption = run.consumed.iter().find(|c| c.job == name_key(&job.info.name));
             match consumption {
                 Some(c)
                     if !c.missing
@@ -1290,9 +1345,28 @@ impl Tracker {
     }
 }
 
-fn remember_job(run: &mut Run, step: Option<StepKey>, name: Box<str>) {
-    if !run.history.iter().any(|(_, n)| *n == name) {
-        run.history.push((step, name));
+/// Pushes without the default growth to four elements: most runs have one Job and a Job one Pod.
+fn push_small<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(1);
+    }
+    v.push(x);
+}
+
+/// The run takes the provider and agent its Jobs are labelled with, when it has none yet.
+fn take_labels(run: &mut Run, (provider, agent): RunLabels) {
+    if run.info.provider.is_none() && provider.is_some() || run.info.agent.is_none() && agent.is_some() {
+        let mut info = (*run.info).clone();
+        info.provider = info.provider.or(provider);
+        info.agent = info.agent.or(agent);
+        run.info = Arc::new(info);
+    }
+}
+
+fn remember_job(run: &mut Run, step: Option<StepKey>, name: &str) {
+    let key = name_key(name);
+    if !run.history.iter().any(|(_, n)| *n == key) {
+        push_small(&mut run.history, (step, key));
         run.history.sort();
     }
 }
@@ -1309,7 +1383,7 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
         .rev()
         .find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
     if let Some((_, name)) = previous
-        && let Some(c) = run.consumed.iter().find(|c| c.job_name == *name)
+        && let Some(c) = run.consumed.iter().find(|c| c.job == *name)
     {
         return Some(c.at.at);
     }
@@ -1433,12 +1507,12 @@ fn terminal_time_hint(o: &AgentRun) -> Option<Ts> {
 fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
     let updated = status.updated_at;
     let outcome = terminal_phase(status.phase.as_deref());
-    let reason: Option<Box<str>> = status.reason.as_deref().map(Into::into);
+    let reason: Option<Arc<str>> = status.reason.as_deref().map(Into::into);
 
     for c in &status.conditions {
         if c.is_true() && c.reason.as_deref().is_some_and(is_missing_reason) {
             let at = c.last_transition_time.or(updated).unwrap_or(now);
-            let reason: Box<str> = c.reason.as_deref().unwrap_or_default().into();
+            let reason: Arc<str> = c.reason.as_deref().unwrap_or_default().into();
             match run.missing.iter_mut().find(|m| m.reason == reason) {
                 Some(m) => m.at = m.at.min(at),
                 None => run.missing.push(MissingEvent { at, reason }),
@@ -1456,8 +1530,8 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
         }
     };
 
-    let mut consumptions: Vec<(Box<str>, Stamp, bool)> = Vec::new();
-    let mut running_refs: Vec<Box<str>> = Vec::new();
+    let mut consumptions: Vec<(u64, Stamp, bool)> = Vec::new();
+    let mut running_refs: Vec<u64> = Vec::new();
     match run.info.runtime {
         Runtime::Job => {
             let job_name = status
@@ -1468,12 +1542,12 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
             if let Some(name) = job_name {
                 match outcome {
                     Some(o) => {
-                        let saw = run.referenced_running.iter().any(|n| &**n == name);
+                        let saw = run.referenced_running.contains(&name_key(name));
                         let at = write_time(saw, condition_time(&status.conditions, o.phase()));
                         let missing = reason.as_deref() == Some("JobMissing");
-                        consumptions.push((name.into(), at, missing));
+                        consumptions.push((name_key(name), at, missing));
                     }
-                    None => running_refs.push(name.into()),
+                    None => running_refs.push(name_key(name)),
                 }
             }
         }
@@ -1515,10 +1589,10 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                 if let Some(name) = job_name {
                     match phase {
                         "Succeeded" | "Failed" | "Retrying" => {
-                            let saw = run.referenced_running.iter().any(|n| &**n == name);
-                            consumptions.push((name.into(), write_time(saw, step_time), job_missing));
+                            let saw = run.referenced_running.contains(&name_key(name));
+                            consumptions.push((name_key(name), write_time(saw, step_time), job_missing));
                         }
-                        "Running" | "Pending" => running_refs.push(name.into()),
+                        "Running" | "Pending" => running_refs.push(name_key(name)),
                         _ => {}
                     }
                 }
@@ -1533,15 +1607,15 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                     };
                     match it.phase.as_deref() {
                         Some("Succeeded" | "Failed" | "Retrying") => {
-                            let saw = run.referenced_running.iter().any(|n| &**n == name);
+                            let saw = run.referenced_running.contains(&name_key(name));
                             let fallback = it.finished_at;
                             let missing = it
                                 .message
                                 .as_deref()
                                 .is_some_and(|m| m.starts_with("Job missing"));
-                            consumptions.push((name.into(), write_time(saw, fallback), missing));
+                            consumptions.push((name_key(name), write_time(saw, fallback), missing));
                         }
-                        Some("Running" | "Pending") => running_refs.push(name.into()),
+                        Some("Running" | "Pending") => running_refs.push(name_key(name)),
                         _ => {}
                     }
                 }
@@ -1570,19 +1644,22 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
             }
         }
     }
-    for (name, at, missing) in consumptions {
-        if !run.consumed.iter().any(|c| c.job_name == name) {
-            run.consumed.push(Consumption {
-                job_name: name,
-                at,
-                missing,
-                seen_at: now,
-            });
+    for (job, at, missing) in consumptions {
+        if !run.consumed.iter().any(|c| c.job == job) {
+            push_small(
+                &mut run.consumed,
+                Consumption {
+                    job,
+                    at,
+                    missing,
+                    seen_at: now,
+                },
+            );
         }
     }
     for name in running_refs {
         if !run.referenced_running.contains(&name) {
-            run.referenced_running.push(name);
+            push_small(&mut run.referenced_running, name);
         }
     }
     match outcome {

@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use crate::{
     engine::{
         Change, Kind, Object, Observation, Ts,
+        ids::name_key,
         objects::{AgentRun, Job, Pod},
     },
     sink::metrics::{LifecycleMetrics, WatchEventType},
@@ -77,6 +78,11 @@ projection_resource!(
 );
 projection_resource!(Job, "Job", "batch", "v1", "jobs");
 projection_resource!(Pod, "Pod", "", "v1", "pods");
+
+/// Objects per list page. Each page is decoded whole (and buffered once more to tell malformed objects
+/// apart), so the page size sets the transient memory of a relist; 100 keeps it to a few MiB where the
+/// default of 500 costs tens of MiB, for a handful more requests.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// What to watch.
 #[derive(Clone, Debug)]
@@ -132,9 +138,13 @@ pub fn spawn_watches(
     };
     let mut tasks = Vec::new();
     for ns in namespaces {
-        let runs = watcher::Config::default();
-        let jobs = watcher::Config::default().labels(&scope.job_selector);
-        let pods = watcher::Config::default().labels(&scope.job_selector);
+        let runs = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+        let jobs = watcher::Config::default()
+            .page_size(LIST_PAGE_SIZE)
+            .labels(&scope.job_selector);
+        let pods = watcher::Config::default()
+            .page_size(LIST_PAGE_SIZE)
+            .labels(&scope.job_selector);
         let ctx = || (tx.clone(), metrics.clone(), ready.clone());
         let (t, m, r) = ctx();
         tasks.push(tokio::spawn(watch_kind::<AgentRun>(
@@ -207,9 +217,9 @@ impl IntoObject for Pod {
 pub struct EventMapper {
     kind: Kind,
     namespace: Option<String>,
-    /// Uids seen on this watch, to tell `added` from `modified`.
-    seen: HashSet<String>,
-    relisting: Option<HashSet<String>>,
+    /// Keys of the uids seen on this watch, to tell `added` from `modified`.
+    seen: HashSet<u64>,
+    relisting: Option<HashSet<u64>>,
 }
 
 impl EventMapper {
@@ -262,8 +272,8 @@ impl EventMapper {
             }
             Event::InitApply(guard) => {
                 if let Some(o) = object(guard, &mut counted) {
-                    if let (Some(uid), Some(set)) = (o.metadata().uid.clone(), self.relisting.as_mut()) {
-                        set.insert(uid);
+                    if let (Some(uid), Some(set)) = (o.metadata().uid.as_deref(), self.relisting.as_mut()) {
+                        set.insert(name_key(uid));
                     }
                     counted.push(WatchEventType::Relisted);
                     out.push(Observation {
@@ -286,8 +296,9 @@ impl EventMapper {
             }
             Event::Apply(guard) => {
                 if let Some(o) = object(guard, &mut counted) {
-                    let uid = o.metadata().uid.clone().unwrap_or_default();
-                    let added = self.seen.insert(uid);
+                    let added = self
+                        .seen
+                        .insert(name_key(o.metadata().uid.as_deref().unwrap_or_default()));
                     counted.push(if added {
                         WatchEventType::Added
                     } else {
@@ -301,8 +312,8 @@ impl EventMapper {
             }
             Event::Delete(guard) => {
                 if let Some(o) = object(guard, &mut counted) {
-                    if let Some(uid) = &o.metadata().uid {
-                        self.seen.remove(uid);
+                    if let Some(uid) = o.metadata().uid.as_deref() {
+                        self.seen.remove(&name_key(uid));
                     }
                     counted.push(WatchEventType::Deleted);
                     out.push(Observation {

@@ -105,11 +105,26 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         );
     };
     if !watch {
-        let body = json!({
-            "apiVersion": "v1", "kind": "List",
-            "metadata": { "resourceVersion": c.resource_version.to_string() },
-            "items": c.items,
-        });
+        // Pages of `limit` items with a `continue` token, as the real API server serves them.
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .map(str::to_string)
+        };
+        let limit = param("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let start = param("continue")
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(0);
+        let end = start.saturating_add(limit).min(c.items.len());
+        let mut metadata = json!({ "resourceVersion": c.resource_version.to_string() });
+        if end < c.items.len() {
+            metadata["continue"] = json!(end.to_string());
+        }
+        let body = json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": &c.items[start.min(end)..end] });
         return json_response(StatusCode::OK, body);
     }
     let script = c.watches.pop_front().unwrap_or(WatchScript {

@@ -77,6 +77,8 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 # start NAME COMMAND... : run in its own session, log to LOGS/NAME.log, record pid.
 start() {
