@@ -686,7 +686,7 @@ def run_live(res: Results, dashes: dict[str, dict], args) -> None:
                     continue
                 if args.lookback:
                     lb = parse_duration(args.lookback)
-                    step = max(15, int(lb / 100))
+                    step = args.step or max(15, int(lb / 100))
                     url = (f"{base}/api/v1/query_range?" + urllib.parse.urlencode(
                         {"query": q, "start": f"{now - lb:.3f}", "end": f"{now:.3f}", "step": str(step)}))
                 else:
@@ -733,6 +733,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-interval", default="1m",
                     help="value for $__rate_interval (at least 4x the scrape interval; default 1m)")
     ap.add_argument("--range", default="1h", help="value for $__range (default 1h)")
+    ap.add_argument("--step", metavar="SECONDS", type=int, default=0,
+                    help="resolution of the --lookback range queries (default: lookback/100, at least 15 s); "
+                         "short-lived series (a Job awaiting collection) need a fine step")
     ap.add_argument("--lookback", metavar="DURATION",
                     help="use range queries over the last DURATION and pass a query if it returned any sample "
                          "(for gauges that are absent once the scenario is over)")

@@ -44,11 +44,7 @@ pub struct ScopeArgs {
     #[arg(long, env = "AGENTRUN_EXPORTER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
     /// Label selector for the Jobs (and their Pods) to watch.
-    #[arg(
-        long,
-        env = "AGENTRUN_EXPORTER_JOB_SELECTOR",
-        default_value = "agents.proompteng.ai/agent-run"
-    )]
+    #[arg(long, env = "AGENTRUN_EXPORTER_JOB_SELECTOR", default_value = "agents.proompteng.ai/agent-run")]
     pub job_selector: String,
 }
 
@@ -58,18 +54,10 @@ pub struct EngineArgs {
     #[arg(long, env = "AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS")]
     pub default_job_ttl: Option<String>,
     /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (0 disables), as the controller reads it.
-    #[arg(
-        long,
-        env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS",
-        default_value_t = 2_592_000
-    )]
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS", default_value_t = 2_592_000)]
     pub default_retention: i64,
     /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (0: kept forever).
-    #[arg(
-        long,
-        env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS", default_value_t = 0)]
     pub zero_ttl_retention: i64,
     /// How long a verdict waits for a late event from another watch.
     #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = parse_duration, default_value = "10s")]
@@ -123,11 +111,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8.0)]
     pub arrival: f64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    #[arg(
-        long,
-        env = "AGENTRUN_EXPORTER_METRICS_ADDR",
-        default_value = "127.0.0.1:9464"
-    )]
+    #[arg(long, env = "AGENTRUN_EXPORTER_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
     /// Also write the simulated watch events as JSON Lines (what `record` writes).
     #[arg(long)]
@@ -164,13 +148,8 @@ pub struct RecordArgs {
 /// `90s`, `5m`, `6h`, `1d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 5m, 6h)"))?;
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 5m, 6h)"))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -216,9 +195,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(
-            Cli::try_parse_from(["x", "replay"]).is_err(),
-            "replay needs files"
-        );
+        assert!(Cli::try_parse_from(["x", "replay"]).is_err(), "replay needs files");
     }
 }

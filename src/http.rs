@@ -43,23 +43,14 @@ pub fn router(registry: prometheus::Registry, ready: Arc<dyn Ready>) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = Telemetry::render_metrics(&state.registry);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.ready.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first list of every watch\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first list of every watch\n")
     }
 }
 
@@ -73,7 +64,5 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

@@ -16,13 +16,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(tracker: Tracker, telemetry: Telemetry) -> Self {
-        Pipeline {
-            tracker,
-            telemetry,
-            summary: None,
-            completed_runs: 0,
-            just_completed: Vec::new(),
-        }
+        Pipeline { tracker, telemetry, summary: None, completed_runs: 0, just_completed: Vec::new() }
     }
 
     /// Also keep a per-run summary (replay prints it).

@@ -48,12 +48,8 @@ pub async fn shutdown_signal() {
 }
 
 async fn scope(client: &kube::Client, args: &ScopeArgs) -> WatchScope {
-    let namespaces: Vec<String> = args
-        .namespaces
-        .iter()
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let namespaces: Vec<String> =
+        args.namespaces.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
     let namespaces = if namespaces.iter().any(|n| n == "*") {
         Vec::new()
     } else if namespaces.is_empty() {
@@ -61,25 +57,18 @@ async fn scope(client: &kube::Client, args: &ScopeArgs) -> WatchScope {
     } else {
         namespaces
     };
-    WatchScope {
-        namespaces,
-        job_selector: args.job_selector.clone(),
-    }
+    WatchScope { namespaces, job_selector: args.job_selector.clone() }
 }
 
 /// Flushing exporters blocks; keep it off the async worker threads.
 async fn finish(pipeline: Pipeline) -> Option<crate::sink::summary::Summary> {
-    tokio::task::spawn_blocking(move || pipeline.finish())
-        .await
-        .unwrap_or_default()
+    tokio::task::spawn_blocking(move || pipeline.finish()).await.unwrap_or_default()
 }
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stdout()))?;
     telemetry.metrics.zero_watch_series();
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let scope = scope(&client, &args.scope).await;
     info!(
         namespaces = %if scope.namespaces.is_empty() { "*".to_string() } else { scope.namespaces.join(",") },
@@ -88,9 +77,8 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         "watching"
     );
     let ready = Readiness::new(scope.watch_count());
-    let listener = http::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    let listener =
+        http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), ready.clone());
     let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
 
@@ -118,9 +106,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
 }
 
 pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let scope = scope(&client, &args.scope).await;
     let file =
         std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -178,12 +164,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         SummaryFormat::Json => summary.to_json_lines(),
     };
     print!("{text}");
-    info!(
-        events,
-        skipped = capture.skipped.len(),
-        runs = summary.len(),
-        "replayed"
-    );
+    info!(events, skipped = capture.skipped.len(), runs = summary.len(), "replayed");
     Ok(())
 }
 
@@ -200,20 +181,15 @@ fn demo_line(done: u64, total: Option<u64>, r: &RunSummary) -> String {
         r.jobs,
         opt(r.collection_delay_seconds),
         opt(r.ttl_margin_seconds),
-        if r.deleted_before_collection > 0 {
-            "  DELETED BEFORE COLLECTION"
-        } else {
-            ""
-        }
+        if r.deleted_before_collection > 0 { "  DELETED BEFORE COLLECTION" } else { "" }
     )
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.speed > 0.0, "--speed must be positive");
     let telemetry = telemetry::init(TracesDefault::OtlpElseConsole, Box::new(std::io::stdout()))?;
-    let listener = http::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    let listener =
+        http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), Arc::new(AlwaysReady));
     let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
     println!(
@@ -227,17 +203,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         None => 6.0 * 3600.0,
     };
     let start = Ts::now().add_millis(-(backdate * 1000.0) as i64);
-    let mut sim = Simulator::new(DemoConfig {
-        runs: args.runs,
-        seed: args.seed,
-        arrival_secs: args.arrival,
-        start,
-    });
-    let cfg = TrackerConfig {
-        settle_ms: 5_000,
-        ttl_grace_ms: 120_000,
-        ..TrackerConfig::default()
-    };
+    let mut sim =
+        Simulator::new(DemoConfig { runs: args.runs, seed: args.seed, arrival_secs: args.arrival, start });
+    let cfg = TrackerConfig { settle_ms: 5_000, ttl_grace_ms: 120_000, ..TrackerConfig::default() };
     let mut pipeline = Pipeline::new(Tracker::new(cfg), telemetry).with_summary();
     let mut record = match &args.record {
         Some(p) => Some(std::io::BufWriter::new(
@@ -262,9 +230,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         pipeline.tick(sim_now);
         for r in pipeline.take_completed() {
-            *totals
-                .entry(format!("{}/{}", r.outcome, r.reason.as_deref().unwrap_or("-")))
-                .or_default() += 1;
+            *totals.entry(format!("{}/{}", r.outcome, r.reason.as_deref().unwrap_or("-"))).or_default() += 1;
             println!("{}", demo_line(pipeline.completed_runs(), args.runs, &r));
         }
         if sim.next_at().is_none() || args.runs.is_some_and(|n| pipeline.completed_runs() >= n) {

@@ -56,10 +56,7 @@ pub struct Telemetry {
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
-    env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// The first exporter of an `OTEL_*_EXPORTER` list.
@@ -80,10 +77,7 @@ pub fn resource() -> Resource {
     if !named {
         builder = builder.with_service_name(DEFAULT_SERVICE_NAME);
     }
-    if detected
-        .get(&opentelemetry::Key::from_static_str("service.version"))
-        .is_none()
-    {
+    if detected.get(&opentelemetry::Key::from_static_str("service.version")).is_none() {
         builder = builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     }
     builder.build()
@@ -114,10 +108,7 @@ pub fn init(
         "otlp" => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .build()
-                .map_err(|source| TelemetryError::Exporter {
-                    signal: "traces",
-                    source,
-                })?;
+                .map_err(|source| TelemetryError::Exporter { signal: "traces", source })?;
             let config = BatchConfigBuilder::default()
                 .with_max_queue_size(SPAN_QUEUE)
                 .with_max_export_batch_size(512)
@@ -128,10 +119,7 @@ pub fn init(
                 .build();
             processor.set_resource(&resource);
             info!(protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "exporting traces over OTLP");
-            SpanOutput::Processor {
-                processor: Box::new(processor),
-                capacity: SPAN_QUEUE as u64,
-            }
+            SpanOutput::Processor { processor: Box::new(processor), capacity: SPAN_QUEUE as u64 }
         }
         "console" => SpanOutput::Console(ConsoleView::new(console)),
         "none" => SpanOutput::None,
@@ -144,25 +132,15 @@ pub fn init(
         .scope_info_enabled(false)
         .build()
         .map_err(TelemetryError::Prometheus)?;
-    let mut meters = SdkMeterProvider::builder()
-        .with_resource(resource)
-        .with_reader(prometheus_reader);
+    let mut meters = SdkMeterProvider::builder().with_resource(resource).with_reader(prometheus_reader);
     let metrics_endpoint = endpoint_configured("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
-    let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER").unwrap_or_else(|| {
-        if metrics_endpoint {
-            "otlp".into()
-        } else {
-            "prometheus".into()
-        }
-    });
+    let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER")
+        .unwrap_or_else(|| if metrics_endpoint { "otlp".into() } else { "prometheus".into() });
     match metrics_choice.as_str() {
         "otlp" => {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .build()
-                .map_err(|source| TelemetryError::Exporter {
-                    signal: "metrics",
-                    source,
-                })?;
+                .map_err(|source| TelemetryError::Exporter { signal: "metrics", source })?;
             meters = meters.with_periodic_exporter(exporter);
             info!(protocol = %protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), "pushing metrics over OTLP");
         }
@@ -175,12 +153,7 @@ pub fn init(
     let meter_provider = meters.build();
     let meter = meter_provider.meter("agentrun-lifecycle-exporter");
     let metrics = Arc::new(LifecycleMetrics::new(&meter, stats.clone()));
-    Ok(Telemetry {
-        spans: SpanSink::new(output, stats),
-        metrics,
-        registry,
-        meter_provider,
-    })
+    Ok(Telemetry { spans: SpanSink::new(output, stats), metrics, registry, meter_provider })
 }
 
 fn protocol(signal_var: &str) -> String {
@@ -217,12 +190,8 @@ pub fn init_logging(json: bool) {
     });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
-        registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init()
+        registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
-        registry
-            .with(fmt::layer().compact().with_writer(std::io::stderr))
-            .try_init()
+        registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init()
     };
 }

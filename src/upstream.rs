@@ -81,16 +81,8 @@ fn cond(type_: &str, reason: &str, at: Ts) -> Condition {
 /// modelled: the demo's names are short).
 pub fn job_name(run: &str, suffix: &str) -> String {
     let raw = format!("{run}-{suffix}").to_lowercase();
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let cleaned: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
     cleaned.trim_matches('-').chars().take(63).collect()
 }
 
@@ -101,9 +93,7 @@ pub fn agentrun(spec: &RunSpec, created: Ts) -> AgentRun {
     AgentRun {
         metadata: m,
         spec: AgentRunSpec {
-            agent_ref: Some(NameRef {
-                name: spec.agent.clone(),
-            }),
+            agent_ref: Some(NameRef { name: spec.agent.clone() }),
             runtime: Some(RuntimeSpec {
                 type_: spec.runtime.as_str().into(),
                 config: Some(RuntimeConfig {
@@ -130,12 +120,7 @@ fn upsert_condition(st: &mut AgentRunStatus, c: Condition) {
 
 /// The status write right after the Job (job runtime) or the first step's Job (workflow) was created.
 pub fn submitted(run: &mut AgentRun, job: &Job, at: Ts) {
-    let runtime = run
-        .spec
-        .runtime
-        .as_ref()
-        .map(|r| r.type_.clone())
-        .unwrap_or_default();
+    let runtime = run.spec.runtime.as_ref().map(|r| r.type_.clone()).unwrap_or_default();
     let st = status(run);
     st.phase = Some("Running".into());
     st.started_at = Some(at);
@@ -154,11 +139,7 @@ pub fn submitted(run: &mut AgentRun, job: &Job, at: Ts) {
 
 /// The job runtime's collecting write: terminal phase from the Job's outcome.
 pub fn collected_job_runtime(run: &mut AgentRun, job: &Job, at: Ts) {
-    let failed = job
-        .status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Failed" && c.is_true());
+    let failed = job.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
     let st = status(run);
     st.updated_at = Some(at);
     if failed {
@@ -186,10 +167,9 @@ pub fn job_missing(run: &mut AgentRun, at: Ts) {
 }
 
 fn step_mut<'a>(run: &'a mut AgentRun, index: u32, name: &str) -> &'a mut StepStatus {
-    let wf = status(run).workflow.get_or_insert_with(|| WorkflowStatus {
-        phase: Some("Running".into()),
-        steps: Vec::new(),
-    });
+    let wf = status(run)
+        .workflow
+        .get_or_insert_with(|| WorkflowStatus { phase: Some("Running".into()), steps: Vec::new() });
     while wf.steps.len() < index as usize {
         wf.steps.push(StepStatus {
             name: String::new(),
@@ -221,10 +201,7 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
     step.started_at = Some(at);
     step.finished_at = None;
     step.last_transition_time = Some(at);
-    step.job_ref = Some(JobRef {
-        name: job.metadata.name.clone(),
-        uid: job.metadata.uid.clone(),
-    });
+    step.job_ref = Some(JobRef { name: job.metadata.name.clone(), uid: job.metadata.uid.clone() });
     let st = status(run);
     st.runtime_ref = Some(RuntimeRef {
         type_: "workflow".into(),
@@ -236,11 +213,7 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
 
 /// A workflow step attempt consumed: Succeeded, Failed, or Retrying when attempts are left.
 pub fn step_collected(run: &mut AgentRun, index: u32, name: &str, job: &Job, retrying: bool, at: Ts) {
-    let failed = job
-        .status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Failed" && c.is_true());
+    let failed = job.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
     status(run).updated_at = Some(at);
     let step = step_mut(run, index, name);
     step.phase = Some(
@@ -271,14 +244,7 @@ pub fn step_job_missing(run: &mut AgentRun, index: u32, name: &str, retrying: bo
     }
     let step = step_mut(run, index, name);
     step.phase = Some(if retrying { "Retrying" } else { "Failed" }.into());
-    step.message = Some(
-        if retrying {
-            "Job missing; retrying"
-        } else {
-            "Job missing"
-        }
-        .into(),
-    );
+    step.message = Some(if retrying { "Job missing; retrying" } else { "Job missing" }.into());
     step.finished_at = Some(at);
     step.last_transition_time = Some(at);
     if !retrying {
@@ -347,13 +313,7 @@ pub fn job(run: &AgentRun, uid: &str, step: Option<&StepRef>, ttl: Option<i64>, 
         uid: run.metadata.uid.clone().unwrap_or_default(),
         ..OwnerReference::default()
     }]);
-    Job {
-        metadata: m,
-        spec: JobSpec {
-            ttl_seconds_after_finished: ttl,
-        },
-        status: JobStatus::default(),
-    }
+    Job { metadata: m, spec: JobSpec { ttl_seconds_after_finished: ttl }, status: JobStatus::default() }
 }
 
 /// The Job controller created the Pod.
@@ -366,21 +326,13 @@ pub fn job_finished(job: &mut Job, failed: bool, at: Ts) {
     let at = truncate(at);
     if failed {
         job.status.failed = Some(1);
-        job.status
-            .conditions
-            .push(cond("FailureTarget", "BackoffLimitExceeded", at));
-        job.status
-            .conditions
-            .push(cond("Failed", "BackoffLimitExceeded", at));
+        job.status.conditions.push(cond("FailureTarget", "BackoffLimitExceeded", at));
+        job.status.conditions.push(cond("Failed", "BackoffLimitExceeded", at));
     } else {
         job.status.succeeded = Some(1);
         job.status.completion_time = Some(at);
-        job.status
-            .conditions
-            .push(cond("SuccessCriteriaMet", "CompletionsReached", at));
-        job.status
-            .conditions
-            .push(cond("Complete", "CompletionsReached", at));
+        job.status.conditions.push(cond("SuccessCriteriaMet", "CompletionsReached", at));
+        job.status.conditions.push(cond("Complete", "CompletionsReached", at));
     }
 }
 
@@ -414,13 +366,8 @@ pub fn pod(job: &Job, suffix: &str, uid: &str, node: &str, created: Ts) -> Pod {
     m.finalizers = Some(vec!["batch.kubernetes.io/job-tracking".into()]);
     Pod {
         metadata: m,
-        spec: PodSpec {
-            node_name: Some(node.into()),
-        },
-        status: PodStatus {
-            phase: Some("Pending".into()),
-            container_statuses: Vec::new(),
-        },
+        spec: PodSpec { node_name: Some(node.into()) },
+        status: PodStatus { phase: Some("Pending".into()), container_statuses: Vec::new() },
     }
 }
 

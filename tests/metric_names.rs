@@ -33,26 +33,14 @@ const EXPECTED: [&str; 21] = [
 
 /// The demo does not watch, so the watch self-metrics are exercised by the watch tests; everything else
 /// must appear.
-const NOT_IN_DEMO: [&str; 2] = [
-    "agentrun_exporter_watch_errors_total",
-    "agentrun_exporter_watch_events_total",
-];
+const NOT_IN_DEMO: [&str; 2] =
+    ["agentrun_exporter_watch_errors_total", "agentrun_exporter_watch_events_total"];
 
 #[test]
 fn metrics_endpoint_serves_exactly_the_catalogued_names() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = exporter()
-        .args([
-            "demo",
-            "--runs",
-            "20",
-            "--speed",
-            "100",
-            "--seed",
-            "5",
-            "--metrics-addr",
-            &addr,
-        ])
+        .args(["demo", "--runs", "20", "--speed", "100", "--seed", "5", "--metrics-addr", &addr])
         .env("OTEL_TRACES_EXPORTER", "none")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -75,39 +63,25 @@ fn metrics_endpoint_serves_exactly_the_catalogued_names() {
     let _ = child.kill();
     let status = child.wait().unwrap();
     assert!(status.success() || status.code().is_none(), "{status}");
-    let expected: BTreeSet<String> = EXPECTED
-        .iter()
-        .filter(|n| !NOT_IN_DEMO.contains(n))
-        .map(|s| s.to_string())
-        .collect();
+    let expected: BTreeSet<String> =
+        EXPECTED.iter().filter(|n| !NOT_IN_DEMO.contains(n)).map(|s| s.to_string()).collect();
     assert_eq!(seen, expected);
 
     // Label sets are part of the API too.
     for (series, labels) in [
-        (
-            "agentrun_job_collection_delay_seconds_bucket{",
-            vec!["le", "namespace", "outcome", "runtime"],
-        ),
-        (
-            "agentrun_job_ttl_margin_seconds_bucket{",
-            vec!["le", "namespace", "runtime", "ttl_applied"],
-        ),
+        ("agentrun_job_collection_delay_seconds_bucket{", vec!["le", "namespace", "outcome", "runtime"]),
+        ("agentrun_job_ttl_margin_seconds_bucket{", vec!["le", "namespace", "runtime", "ttl_applied"]),
         ("agentrun_job_ttl_margin_remaining_seconds{", vec!["namespace"]),
         ("agentrun_runs_total{", vec!["namespace", "outcome", "runtime"]),
-        (
-            "agentrun_job_phase_duration_seconds_count{",
-            vec!["namespace", "phase", "runtime"],
-        ),
+        ("agentrun_job_phase_duration_seconds_count{", vec!["namespace", "phase", "runtime"]),
     ] {
         let line = sample
             .lines()
             .find(|l| l.starts_with(series))
             .unwrap_or_else(|| panic!("no {series} in\n{sample}"));
         let inner = &line[series.len()..line.find('}').unwrap()];
-        let mut keys: Vec<&str> = inner
-            .split(',')
-            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
-            .collect();
+        let mut keys: Vec<&str> =
+            inner.split(',').filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect();
         keys.retain(|k| !k.starts_with("otel_scope"));
         keys.sort();
         assert_eq!(keys, labels, "{line}");

@@ -15,17 +15,7 @@ async fn demo_against(protocol: &str) -> (Vec<spans::FlatSpan>, Vec<String>) {
     let protocol_env = protocol.to_string();
     let output = tokio::task::spawn_blocking(move || {
         exporter()
-            .args([
-                "demo",
-                "--runs",
-                "20",
-                "--speed",
-                "400",
-                "--seed",
-                "3",
-                "--metrics-addr",
-                &metrics_addr,
-            ])
+            .args(["demo", "--runs", "20", "--speed", "400", "--seed", "3", "--metrics-addr", &metrics_addr])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol_env)
             .output()
@@ -34,11 +24,7 @@ async fn demo_against(protocol: &str) -> (Vec<spans::FlatSpan>, Vec<String>) {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "demo failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "demo failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("demo: 20 runs completed"), "{stdout}");
     let spans = spans::flatten(&received.traces.lock().unwrap());
     let metric_names: Vec<String> = received
@@ -76,10 +62,7 @@ async fn check(protocol: &str) {
     // The incident shows: some Job deleted before collection, with a negative margin on its job.collect.
     assert!(spans.iter().any(|s| {
         s.name == "job.ttl"
-            && s.attrs
-                .get("agentrun.job.deleted_before_collection")
-                .map(String::as_str)
-                == Some("true")
+            && s.attrs.get("agentrun.job.deleted_before_collection").map(String::as_str) == Some("true")
             && s.status == 2
             && s.events.iter().any(|(e, _)| e == "job.deleted_before_collection")
     }));
@@ -103,10 +86,7 @@ async fn check(protocol: &str) {
         "agentrun.job.phase_duration [s]",
         "agentrun.exporter.spans_exported [{span}]",
     ] {
-        assert!(
-            metrics.iter().any(|m| m == wanted),
-            "{protocol}: OTLP metrics lack {wanted}: {metrics:?}"
-        );
+        assert!(metrics.iter().any(|m| m == wanted), "{protocol}: OTLP metrics lack {wanted}: {metrics:?}");
     }
 }
 

@@ -10,10 +10,7 @@ use support::{exporter, otlp, spans};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/domain-examples");
 
 fn fixture_files() -> Vec<String> {
-    ["agentruns.json", "jobs.json", "pods.json"]
-        .iter()
-        .map(|f| format!("{FIXTURES}/{f}"))
-        .collect()
+    ["agentruns.json", "jobs.json", "pods.json"].iter().map(|f| format!("{FIXTURES}/{f}")).collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -27,9 +24,9 @@ fn replay(args: &[&str], endpoint: Option<String>) -> (String, String) {
     let mut cmd = exporter();
     cmd.arg("replay").args(args);
     match endpoint {
-        Some(e) => cmd
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", e)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        Some(e) => {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", e).env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        }
         None => cmd.env("OTEL_TRACES_EXPORTER", "none"),
     };
     let out = cmd.output().unwrap();
@@ -44,17 +41,11 @@ fn golden_summary_of_kubectl_watch_output() {
     let files = fixture_files();
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
     let (table, _) = replay(&args, None);
-    assert_eq!(
-        table,
-        std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap()
-    );
+    assert_eq!(table, std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap());
     let mut json_args = vec!["--format", "json"];
     json_args.extend(&args);
     let (json, _) = replay(&json_args, None);
-    assert_eq!(
-        json,
-        std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap()
-    );
+    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
 }
 
 /// The same events as JSON Lines with `observedAt`: the same summary.
@@ -70,11 +61,7 @@ fn golden_summary_of_json_lines() {
         }
     }
     lines.sort_by_key(|v| {
-        v["object"]["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
+        v["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap()
     });
     // observedAt: one second after each object's latest change is a fair stand-in for a watch's delay.
     let body: String = lines
@@ -91,10 +78,7 @@ fn golden_summary_of_json_lines() {
     std::fs::write(&path, body).unwrap();
     let (json, _) = replay(&["--format", "json", path.to_str().unwrap()], None);
     // Collection and margins come from the objects' own times, so they do not move with observedAt.
-    assert_eq!(
-        json,
-        std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap()
-    );
+    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,13 +95,7 @@ async fn domain_examples_export_well_formed_traces_without_secrets() {
     let spans = spans::flatten(&received.traces.lock().unwrap());
     assert_eq!(spans::check_traces(&spans), Ok(2));
     let text = format!("{spans:?}");
-    for secret in [
-        "s3cr3t",
-        "do-not-export",
-        "gpt-5.6",
-        "proompteng/lab",
-        "/workspace",
-    ] {
+    for secret in ["s3cr3t", "do-not-export", "gpt-5.6", "proompteng/lab", "/workspace"] {
         assert!(!text.contains(secret), "{secret} leaked into a span");
     }
     let ttl = spans
@@ -135,10 +113,7 @@ async fn domain_examples_export_well_formed_traces_without_secrets() {
         .unwrap();
     assert_eq!(root.status, 2);
     assert_eq!(root.attrs["agentrun.reason"], "WorkflowJobMissing");
-    assert_eq!(
-        root.events,
-        vec![("agentrun.job_missing".to_string(), 1_787_233_270_866_000_000)]
-    );
+    assert_eq!(root.events, vec![("agentrun.job_missing".to_string(), 1_787_233_270_866_000_000)]);
 }
 
 #[test]
@@ -146,23 +121,13 @@ fn malformed_events_are_reported_with_file_and_line_and_skipped() {
     let dir = scratch("bad");
     let good = std::fs::read_to_string(format!("{FIXTURES}/agentruns.json")).unwrap();
     let path = dir.join("agentruns.json");
-    std::fs::write(
-        &path,
-        format!("{{\n    \"type\": \"ADDED\",\n    broken\n}}\n{good}"),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("{{\n    \"type\": \"ADDED\",\n    broken\n}}\n{good}")).unwrap();
     let mut args = vec![path.to_str().unwrap().to_string()];
     args.extend(fixture_files().into_iter().skip(1));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (table, stderr) = replay(&args, None);
-    assert!(
-        stderr.contains(&format!("{}:1: not JSON", path.display())),
-        "{stderr}"
-    );
-    assert_eq!(
-        table,
-        std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap()
-    );
+    assert!(stderr.contains(&format!("{}:1: not JSON", path.display())), "{stderr}");
+    assert_eq!(table, std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap());
 }
 
 async fn demo_recorded(dir: &Path) -> Vec<spans::FlatSpan> {
@@ -215,11 +180,7 @@ async fn replay_exports_the_same_spans_as_the_live_run() {
     assert_eq!(spans::check_traces(&live), Ok(12));
 
     let from_jsonl = replayed(vec![dir.join("capture.jsonl")]).await;
-    assert!(
-        from_jsonl == live,
-        "JSON Lines replay: {}",
-        spans::diff(&live, &from_jsonl)
-    );
+    assert!(from_jsonl == live, "JSON Lines replay: {}", spans::diff(&live, &from_jsonl));
 
     // The same events as kubectl's pretty watch output, one file per kind, without observedAt.
     let text = std::fs::read_to_string(dir.join("capture.jsonl")).unwrap();
@@ -239,9 +200,5 @@ async fn replay_exports_the_same_spans_as_the_live_run() {
         files.push(p);
     }
     let from_kubectl = replayed(files).await;
-    assert!(
-        from_kubectl == live,
-        "kubectl-form replay: {}",
-        spans::diff(&live, &from_kubectl)
-    );
+    assert!(from_kubectl == live, "kubectl-form replay: {}", spans::diff(&live, &from_kubectl));
 }

@@ -48,16 +48,12 @@ fn finished() -> Value {
 
 fn describe(o: &Observation) -> String {
     match &o.change {
-        Change::Upsert(obj) => format!(
-            "upsert {:?} {}",
-            obj.kind(),
-            obj.metadata().uid.as_deref().unwrap_or("")
-        ),
-        Change::Delete(obj) => format!(
-            "delete {:?} {}",
-            obj.kind(),
-            obj.metadata().uid.as_deref().unwrap_or("")
-        ),
+        Change::Upsert(obj) => {
+            format!("upsert {:?} {}", obj.kind(), obj.metadata().uid.as_deref().unwrap_or(""))
+        }
+        Change::Delete(obj) => {
+            format!("delete {:?} {}", obj.kind(), obj.metadata().uid.as_deref().unwrap_or(""))
+        }
         Change::RelistBegin { kind, .. } => format!("relist {kind:?}"),
         Change::RelistEnd { kind, .. } => format!("relisted {kind:?}"),
     }
@@ -85,10 +81,7 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
                 end: WatchEnd::Close,
             },
             // Watch 2 (resumed from the bookmark): the history is gone.
-            WatchScript {
-                events: vec![],
-                end: WatchEnd::Expired,
-            },
+            WatchScript { events: vec![], end: WatchEnd::Expired },
         ],
     );
     let addr = api.start().await;
@@ -96,10 +89,7 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let api2 = api.clone();
 
     let registry_meter = opentelemetry::global::meter("test");
-    let metrics = Arc::new(LifecycleMetrics::new(
-        &registry_meter,
-        Arc::new(SpanStats::default()),
-    ));
+    let metrics = Arc::new(LifecycleMetrics::new(&registry_meter, Arc::new(SpanStats::default())));
     let ready = Readiness::new(3);
     let (tx, mut rx) = mpsc::channel(1024);
     let scope = WatchScope {
@@ -113,10 +103,7 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut relists = 0;
     while relists < 2 {
-        let obs = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .expect("observations in time")
-            .unwrap();
+        let obs = tokio::time::timeout_at(deadline, rx.recv()).await.expect("observations in time").unwrap();
         if matches!(obs.change, Change::RelistEnd { kind: Kind::Job, .. }) {
             relists += 1;
             if relists == 1 {
@@ -152,28 +139,16 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
         ],
         "the malformed Job is skipped and the watch goes on"
     );
-    let watches = api
-        .requests_to(JOBS)
-        .into_iter()
-        .filter(|r| r.contains("watch=true"))
-        .collect::<Vec<_>>();
+    let watches = api.requests_to(JOBS).into_iter().filter(|r| r.contains("watch=true")).collect::<Vec<_>>();
     assert!(watches[0].contains("resourceVersion=10"), "{watches:?}");
+    assert!(watches[1].contains("resourceVersion=20"), "resumes from the bookmark: {watches:?}");
     assert!(
-        watches[1].contains("resourceVersion=20"),
-        "resumes from the bookmark: {watches:?}"
-    );
-    assert!(
-        watches
-            .iter()
-            .all(|w| w.contains("labelSelector=agents.proompteng.ai%2Fagent-run")),
+        watches.iter().all(|w| w.contains("labelSelector=agents.proompteng.ai%2Fagent-run")),
         "{watches:?}"
     );
 
     // The tracker finds job-a gone in the relist, time unknown, before any collection.
-    let mut tracker = Tracker::new(TrackerConfig {
-        settle_ms: 0,
-        ..TrackerConfig::default()
-    });
+    let mut tracker = Tracker::new(TrackerConfig { settle_ms: 0, ..TrackerConfig::default() });
     let mut facts = Vec::new();
     for mut obs in all {
         obs.at = Ts(1_787_227_300_000);
@@ -183,22 +158,15 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let gone: Vec<_> = facts
         .iter()
         .filter_map(|e| match &e.fact {
-            Fact::JobGone {
-                job,
-                before_collection,
-                deleted,
-                ..
-            } => Some((job.uid.to_string(), *before_collection, deleted.source)),
+            Fact::JobGone { job, before_collection, deleted, .. } => {
+                Some((job.uid.to_string(), *before_collection, deleted.source))
+            }
             _ => None,
         })
         .collect();
     assert_eq!(
         gone,
-        vec![(
-            "job-a".into(),
-            true,
-            agentrun_lifecycle_exporter::engine::TimeSource::UnknownGap
-        )]
+        vec![("job-a".into(), true, agentrun_lifecycle_exporter::engine::TimeSource::UnknownGap)]
     );
 }
 
@@ -247,14 +215,8 @@ fn watch_binary_becomes_ready_and_counts_events() {
         body.contains("agentrun_exporter_watch_events_total{resource=\"jobs\",type=\"relisted\"} 1"),
         "{body}"
     );
-    assert!(
-        body.contains("agentrun_exporter_watch_errors_total{resource=\"pods\"} 0"),
-        "{body}"
-    );
-    assert!(
-        body.contains("agentrun_job_awaiting_collection{namespace=\"agents\"} 1"),
-        "{body}"
-    );
+    assert!(body.contains("agentrun_exporter_watch_errors_total{resource=\"pods\"} 0"), "{body}");
+    assert!(body.contains("agentrun_job_awaiting_collection{namespace=\"agents\"} 1"), "{body}");
     // The default namespace is the kubeconfig context's.
     assert!(api.requests.lock().unwrap().iter().any(|r| r.starts_with(JOBS)));
 }

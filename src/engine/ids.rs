@@ -58,10 +58,7 @@ mod tests {
         let a = span_id("uid-1", "job.run", &[]);
         assert_eq!(a, span_id("uid-1", "job.run", &[]));
         assert_ne!(a, span_id("uid-1", "job.pending", &[]));
-        assert_ne!(
-            span_id("uid-1", "workflow.step", &["1"]),
-            span_id("uid-1", "workflow.step", &["2"])
-        );
+        assert_ne!(span_id("uid-1", "workflow.step", &["1"]), span_id("uid-1", "workflow.step", &["2"]));
         assert_eq!(trace_id("x"), trace_id("x"));
         assert_ne!(trace_id("x"), trace_id("y"));
     }

@@ -72,11 +72,7 @@ impl Object {
 
     /// Decodes one object by its `kind`, keeping only the projected fields.
     pub fn from_json(value: serde_json::Value) -> Result<Object, ObjectError> {
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         let object = match kind.as_str() {
             "AgentRun" => Object::AgentRun(serde_json::from_value(value)?),
             "Job" => Object::Job(serde_json::from_value(value)?),
@@ -143,11 +139,7 @@ fn keep_label(key: &str) -> bool {
 pub fn slim_meta(meta: ObjectMeta) -> ObjectMeta {
     let labels = meta
         .labels
-        .map(|l| {
-            l.into_iter()
-                .filter(|(k, _)| keep_label(k))
-                .collect::<BTreeMap<_, _>>()
-        })
+        .map(|l| l.into_iter().filter(|(k, _)| keep_label(k)).collect::<BTreeMap<_, _>>())
         .filter(|l| !l.is_empty());
     ObjectMeta {
         name: meta.name,
@@ -235,12 +227,9 @@ impl IntOrString {
             IntOrString::Int(i) => Some(*i),
             IntOrString::Float(f) if f.is_finite() => Some(f.trunc() as i64),
             IntOrString::Float(_) => None,
-            IntOrString::String(s) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(|f| f.trunc() as i64),
+            IntOrString::String(s) => {
+                s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)
+            }
         }
     }
 }
@@ -499,10 +488,7 @@ mod tests {
     #[test]
     fn rejects_unknown_kinds_and_bad_fields_with_a_clear_error() {
         let err = Object::from_json(json!({"kind": "ConfigMap"})).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unsupported kind \"ConfigMap\" (expected AgentRun, Job or Pod)"
-        );
+        assert_eq!(err.to_string(), "unsupported kind \"ConfigMap\" (expected AgentRun, Job or Pod)");
         let err =
             Object::from_json(json!({"kind": "Job", "status": {"startTime": "not a time"}})).unwrap_err();
         assert!(err.to_string().starts_with("malformed object:"), "{err}");

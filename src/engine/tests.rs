@@ -17,32 +17,20 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Self::with(TrackerConfig {
-            settle_ms: 5_000,
-            ..TrackerConfig::default()
-        })
+        Self::with(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() })
     }
 
     fn with(cfg: TrackerConfig) -> Self {
-        Harness {
-            tracker: Tracker::new(cfg),
-            out: Vec::new(),
-        }
+        Harness { tracker: Tracker::new(cfg), out: Vec::new() }
     }
 
     fn up(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation {
-            at: t(at),
-            change: Change::Upsert(o.into()),
-        });
+        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Upsert(o.into()) });
         self.out.extend(facts);
     }
 
     fn del(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation {
-            at: t(at),
-            change: Change::Delete(o.into()),
-        });
+        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Delete(o.into()) });
         self.out.extend(facts);
     }
 
@@ -63,13 +51,9 @@ impl Harness {
     fn phases(&self, job: &str) -> Vec<(Phase, Ts, Ts)> {
         self.facts()
             .filter_map(|f| match f {
-                Fact::JobPhase {
-                    job: j,
-                    phase,
-                    start,
-                    end,
-                    ..
-                } if &*j.name == job => Some((*phase, start.at, end.at)),
+                Fact::JobPhase { job: j, phase, start, end, .. } if &*j.name == job => {
+                    Some((*phase, start.at, end.at))
+                }
                 _ => None,
             })
             .collect()
@@ -78,14 +62,9 @@ impl Harness {
     fn collected(&self, job: &str) -> Vec<(Ts, Ts, CollectOutcome, Option<Ttl>)> {
         self.facts()
             .filter_map(|f| match f {
-                Fact::JobCollected {
-                    job: j,
-                    finished,
-                    collected,
-                    outcome,
-                    ttl,
-                    ..
-                } if &*j.name == job => Some((finished.at, collected.at, *outcome, *ttl)),
+                Fact::JobCollected { job: j, finished, collected, outcome, ttl, .. } if &*j.name == job => {
+                    Some((finished.at, collected.at, *outcome, *ttl))
+                }
                 _ => None,
             })
             .collect()
@@ -94,28 +73,20 @@ impl Harness {
     fn margins(&self, job: &str) -> Vec<(f64, TtlApplied, bool)> {
         self.facts()
             .filter_map(|f| match f {
-                Fact::TtlMargin {
-                    job: j,
-                    margin_seconds,
-                    ttl,
-                    exceeded,
-                    ..
-                } if &*j.name == job => Some((*margin_seconds, ttl.applied, *exceeded)),
+                Fact::TtlMargin { job: j, margin_seconds, ttl, exceeded, .. } if &*j.name == job => {
+                    Some((*margin_seconds, ttl.applied, *exceeded))
+                }
                 _ => None,
             })
             .collect()
     }
 
     fn gone(&self, job: &str) -> Vec<&Fact> {
-        self.facts()
-            .filter(|f| matches!(f, Fact::JobGone { job: j, .. } if &*j.name == job))
-            .collect()
+        self.facts().filter(|f| matches!(f, Fact::JobGone { job: j, .. } if &*j.name == job)).collect()
     }
 
     fn roots(&self) -> Vec<&Fact> {
-        self.facts()
-            .filter(|f| matches!(f, Fact::RunFinished { .. }))
-            .collect()
+        self.facts().filter(|f| matches!(f, Fact::RunFinished { .. })).collect()
     }
 
     fn count(&self, pred: impl Fn(&Fact) -> bool) -> usize {
@@ -142,10 +113,7 @@ impl From<Pod> for Object {
 /// The whole life of a `job`-runtime run in the current style: created without TTL, collected 1.1 s after
 /// it finished, TTL 600 patched on right after, deleted by the TTL controller 600 s after finishing.
 fn job_runtime_success(h: &mut Harness) {
-    let spec = RunSpec {
-        job_ttl: Some(600),
-        ..RunSpec::job("agents", "codex-run-demo", "run-1")
-    };
+    let spec = RunSpec { job_ttl: Some(600), ..RunSpec::job("agents", "codex-run-demo", "run-1") };
     let mut run = upstream::agentrun(&spec, t(0.0));
     h.up(0.0, run.clone());
     let mut job = upstream::job(&run, "job-1", None, None, t(1.0));
@@ -189,16 +157,10 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
     let collected = h.collected(name);
     assert_eq!(collected.len(), 1);
     let (finished, at, outcome, ttl) = collected[0];
-    assert_eq!(
-        (finished, at, outcome),
-        (t(463.0), t(464.131), CollectOutcome::Succeeded)
-    );
+    assert_eq!((finished, at, outcome), (t(463.0), t(464.131), CollectOutcome::Succeeded));
     assert_eq!(
         ttl,
-        Some(Ttl {
-            seconds: 600,
-            applied: TtlApplied::AfterCollection
-        }),
+        Some(Ttl { seconds: 600, applied: TtlApplied::AfterCollection }),
         "job.collect waits for the TTL patch"
     );
     let margins = h.margins(name);
@@ -210,14 +172,7 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
     let gone = h.gone(name);
     assert_eq!(gone.len(), 1);
     match gone[0] {
-        Fact::JobGone {
-            deleted,
-            before_collection,
-            by_ttl,
-            exceeded,
-            finished,
-            ..
-        } => {
+        Fact::JobGone { deleted, before_collection, by_ttl, exceeded, finished, .. } => {
             assert_eq!(deleted.at, t(1063.0));
             assert_eq!(deleted.source, TimeSource::Object);
             assert_eq!(finished.map(|f| f.at), Some(t(463.0)));
@@ -228,16 +183,7 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
         _ => unreachable!(),
     }
     match h.roots()[..] {
-        [
-            Fact::RunFinished {
-                start,
-                end,
-                outcome,
-                reason,
-                missing,
-                ..
-            },
-        ] => {
+        [Fact::RunFinished { start, end, outcome, reason, missing, .. }] => {
             assert_eq!((start.at, end.at), (t(0.0), t(464.131)));
             assert_eq!(*outcome, Some(RunOutcome::Succeeded));
             assert_eq!(*reason, None);
@@ -248,20 +194,13 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
     let pods: Vec<_> = h
         .facts()
         .filter_map(|f| match f {
-            Fact::PodRan {
-                pod,
-                start,
-                end,
-                exit_code,
-                ..
-            } => Some((pod.name.clone(), start.at, end.at, *exit_code)),
+            Fact::PodRan { pod, start, end, exit_code, .. } => {
+                Some((pod.name.clone(), start.at, end.at, *exit_code))
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(
-        pods,
-        vec![("codex-run-demo-job-7xq2m".into(), t(1.0), t(461.0), Some(0))]
-    );
+    assert_eq!(pods, vec![("codex-run-demo-job-7xq2m".into(), t(1.0), t(461.0), Some(0))]);
     assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
     assert!(h.out.iter().all(|e| e.counted));
     // Forgotten once complete: nothing is held but the finished run's tombstone.
@@ -274,10 +213,7 @@ fn same_facts_whatever_the_order_of_the_three_watches() {
     let mut a = Harness::new();
     job_runtime_success(&mut a);
     // The Job and Pod watches deliver everything first, the AgentRun watch last.
-    let spec = RunSpec {
-        job_ttl: Some(600),
-        ..RunSpec::job("agents", "codex-run-demo", "run-1")
-    };
+    let spec = RunSpec { job_ttl: Some(600), ..RunSpec::job("agents", "codex-run-demo", "run-1") };
     let mut b = Harness::new();
     let mut run = upstream::agentrun(&spec, t(0.0));
     let mut job = upstream::job(&run, "job-1", None, None, t(1.0));
@@ -302,11 +238,8 @@ fn same_facts_whatever_the_order_of_the_three_watches() {
     b.del(1064.5, job);
 
     let spans = |h: &Harness| {
-        let mut v: Vec<String> = h
-            .facts()
-            .filter(|f| !matches!(f, Fact::SeriesSeen { .. }))
-            .map(|f| format!("{f:?}"))
-            .collect();
+        let mut v: Vec<String> =
+            h.facts().filter(|f| !matches!(f, Fact::SeriesSeen { .. })).map(|f| format!("{f:?}")).collect();
         v.sort();
         v
     };
@@ -334,11 +267,7 @@ fn failed_job_is_collected_as_failed() {
     let run_phase = h
         .facts()
         .find_map(|f| match f {
-            Fact::JobPhase {
-                phase: Phase::Run,
-                failure,
-                ..
-            } => Some(failure.clone()),
+            Fact::JobPhase { phase: Phase::Run, failure, .. } => Some(failure.clone()),
             _ => None,
         })
         .unwrap();
@@ -377,34 +306,16 @@ fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
 
     upstream::job_deleting(&mut job, t(130.0));
     h.up(130.2, job.clone());
-    assert!(
-        h.gone("r-job").is_empty(),
-        "the verdict waits for a late AgentRun event"
-    );
+    assert!(h.gone("r-job").is_empty(), "the verdict waits for a late AgentRun event");
     h.del(131.0, job.clone());
     h.tick(136.0);
     match h.gone("r-job")[..] {
-        [
-            Fact::JobGone {
-                before_collection,
-                by_ttl,
-                exceeded,
-                deleted,
-                ttl,
-                ..
-            },
-        ] => {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, deleted, ttl, .. }] => {
             assert!(*before_collection);
             assert!(*by_ttl);
             assert!(*exceeded);
             assert_eq!(deleted.at, t(130.0));
-            assert_eq!(
-                *ttl,
-                Some(Ttl {
-                    seconds: 30,
-                    applied: TtlApplied::AtCreation
-                })
-            );
+            assert_eq!(*ttl, Some(Ttl { seconds: 30, applied: TtlApplied::AtCreation }));
         }
         ref other => panic!("{other:?}"),
     }
@@ -419,24 +330,10 @@ fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
     assert_eq!(margins[0].1, TtlApplied::AtCreation);
     assert!(!margins[0].2, "already counted as exceeded at deletion");
     match h.roots()[..] {
-        [
-            Fact::RunFinished {
-                outcome,
-                reason,
-                missing,
-                end,
-                ..
-            },
-        ] => {
+        [Fact::RunFinished { outcome, reason, missing, end, .. }] => {
             assert_eq!(*outcome, Some(RunOutcome::Failed));
             assert_eq!(reason.as_deref(), Some("JobMissing"));
-            assert_eq!(
-                missing,
-                &vec![MissingEvent {
-                    at: t(140.5),
-                    reason: "JobMissing".into()
-                }]
-            );
+            assert_eq!(missing, &vec![MissingEvent { at: t(140.5), reason: "JobMissing".into() }]);
             assert_eq!(end.at, t(140.5));
         }
         ref other => panic!("{other:?}"),
@@ -465,11 +362,7 @@ fn late_agentrun_event_within_settle_time_still_counts_as_collected() {
     h.up(16.0, run.clone());
     h.tick(30.0);
     match h.gone("r-job")[..] {
-        [
-            Fact::JobGone {
-                before_collection, ..
-            },
-        ] => assert!(!*before_collection),
+        [Fact::JobGone { before_collection, .. }] => assert!(!*before_collection),
         ref other => panic!("{other:?}"),
     }
 }
@@ -482,11 +375,7 @@ fn workflow_with_a_retried_step() {
     let mut run = upstream::agentrun(&spec, t(0.0));
     h.up(0.0, run.clone());
 
-    let s1 = StepRef {
-        index: 1,
-        name: "plan".into(),
-        attempt: 1,
-    };
+    let s1 = StepRef { index: 1, name: "plan".into(), attempt: 1 };
     let mut j1 = upstream::job(&run, "j1", Some(&s1), None, t(1.0));
     h.up(1.0, j1.clone());
     upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
@@ -499,11 +388,7 @@ fn workflow_with_a_retried_step() {
     j1.spec.ttl_seconds_after_finished = Some(600);
     h.up(62.1, j1.clone());
 
-    let s2a1 = StepRef {
-        index: 2,
-        name: "implement".into(),
-        attempt: 1,
-    };
+    let s2a1 = StepRef { index: 2, name: "implement".into(), attempt: 1 };
     let mut j2 = upstream::job(&run, "j2", Some(&s2a1), None, t(63.0));
     h.up(63.0, j2.clone());
     upstream::step_running(&mut run, 2, "implement", 1, &j2, t(63.2));
@@ -531,37 +416,23 @@ fn workflow_with_a_retried_step() {
     h.up(201.1, j3.clone());
 
     // Attempt 2's submit phase starts at the Retrying write that consumed attempt 1 (it includes the backoff).
-    assert_eq!(
-        h.phases("wf-step-2-attempt-2")[0],
-        (Phase::Submit, t(91.0), t(101.0))
-    );
+    assert_eq!(h.phases("wf-step-2-attempt-2")[0], (Phase::Submit, t(91.0), t(101.0)));
     // Step 2 attempt 1 starts when step 1 was collected.
-    assert_eq!(
-        h.phases("wf-step-2-attempt-1")[0],
-        (Phase::Submit, t(62.0), t(63.0))
-    );
+    assert_eq!(h.phases("wf-step-2-attempt-1")[0], (Phase::Submit, t(62.0), t(63.0)));
     assert_eq!(h.collected("wf-step-2-attempt-1")[0].2, CollectOutcome::Failed);
     assert_eq!(h.collected("wf-step-2-attempt-2")[0].1, t(201.0));
     let steps: Vec<_> = h
         .facts()
         .filter_map(|f| match f {
-            Fact::StepFinished {
-                index,
-                name,
-                start,
-                end,
-                failed,
-                ..
-            } => Some((*index, name.to_string(), start.at, end.at, *failed)),
+            Fact::StepFinished { index, name, start, end, failed, .. } => {
+                Some((*index, name.to_string(), start.at, end.at, *failed))
+            }
             _ => None,
         })
         .collect();
     assert_eq!(
         steps,
-        vec![
-            (1, "plan".into(), t(0.0), t(62.0), false),
-            (2, "implement".into(), t(62.0), t(201.0), false)
-        ]
+        vec![(1, "plan".into(), t(0.0), t(62.0), false), (2, "implement".into(), t(62.0), t(201.0), false)]
     );
     match h.roots()[..] {
         [Fact::RunFinished { end, outcome, .. }] => {
@@ -573,32 +444,16 @@ fn workflow_with_a_retried_step() {
     let keys: Vec<_> = h
         .facts()
         .filter_map(|f| match f {
-            Fact::JobPhase {
-                job,
-                phase: Phase::Submit,
-                ..
-            } => job.step.clone(),
+            Fact::JobPhase { job, phase: Phase::Submit, .. } => job.step.clone(),
             _ => None,
         })
         .collect();
     assert_eq!(
         keys,
         vec![
-            StepKey {
-                index: 1,
-                iteration: None,
-                attempt: 1
-            },
-            StepKey {
-                index: 2,
-                iteration: None,
-                attempt: 1
-            },
-            StepKey {
-                index: 2,
-                iteration: None,
-                attempt: 2
-            }
+            StepKey { index: 1, iteration: None, attempt: 1 },
+            StepKey { index: 2, iteration: None, attempt: 1 },
+            StepKey { index: 2, iteration: None, attempt: 2 }
         ]
     );
 }
@@ -610,11 +465,7 @@ fn workflow_job_missing() {
     let spec = RunSpec::workflow("agents", "wf", "run-wm", &["plan", "implement"]);
     let mut run = upstream::agentrun(&spec, t(0.0));
     h.up(0.0, run.clone());
-    let s2 = StepRef {
-        index: 2,
-        name: "implement".into(),
-        attempt: 1,
-    };
+    let s2 = StepRef { index: 2, name: "implement".into(), attempt: 1 };
     let mut j = upstream::job(&run, "jm", Some(&s2), Some(60), t(10.0));
     h.up(10.0, j.clone());
     upstream::step_running(&mut run, 2, "implement", 1, &j, t(10.3));
@@ -630,14 +481,7 @@ fn workflow_job_missing() {
     h.tick(170.0);
 
     match h.gone("wf-step-2-attempt-1")[..] {
-        [
-            Fact::JobGone {
-                before_collection,
-                by_ttl,
-                exceeded,
-                ..
-            },
-        ] => {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, .. }] => {
             // The WorkflowJobMissing write came within the settle time, so the negative margin was recorded
             // (and counted as exceeded) first; the deletion does not count it twice.
             assert_eq!((*before_collection, *by_ttl, *exceeded), (true, true, false));
@@ -649,23 +493,12 @@ fn workflow_job_missing() {
     assert!((margin - (60.0 - 61.0)).abs() < 1e-9);
     assert!(exceeded);
     let step_missing = h.facts().find_map(|f| match f {
-        Fact::StepFinished {
-            index: 2,
-            failed,
-            missing,
-            ..
-        } => Some((*failed, missing.clone())),
+        Fact::StepFinished { index: 2, failed, missing, .. } => Some((*failed, missing.clone())),
         _ => None,
     });
     assert_eq!(
         step_missing,
-        Some((
-            true,
-            vec![MissingEvent {
-                at: t(161.0),
-                reason: "WorkflowJobMissing".into()
-            }]
-        ))
+        Some((true, vec![MissingEvent { at: t(161.0), reason: "WorkflowJobMissing".into() }]))
     );
     match h.roots()[..] {
         [Fact::RunFinished { reason, missing, .. }] => {
@@ -690,17 +523,7 @@ fn unfinished_job_deleted_counts_as_deleted_before_collection() {
     h.up(2.1, run.clone());
     h.del(50.0, job);
     match h.gone("r-job")[..] {
-        [
-            Fact::JobGone {
-                before_collection,
-                by_ttl,
-                exceeded,
-                finished,
-                started,
-                deleted,
-                ..
-            },
-        ] => {
+        [Fact::JobGone { before_collection, by_ttl, exceeded, finished, started, deleted, .. }] => {
             assert!(*before_collection);
             assert!(!*by_ttl && !*exceeded);
             assert!(finished.is_none());
@@ -726,30 +549,11 @@ fn relist_gap_detects_a_vanished_job() {
     upstream::job_finished(&mut job, false, t(20.0));
     h.up(20.0, job.clone());
     // 410 Gone; the relist no longer contains the Job.
-    h.change(
-        200.0,
-        Change::RelistBegin {
-            kind: Kind::Job,
-            namespace: Some("agents".into()),
-        },
-    );
-    h.change(
-        200.1,
-        Change::RelistEnd {
-            kind: Kind::Job,
-            namespace: Some("agents".into()),
-        },
-    );
+    h.change(200.0, Change::RelistBegin { kind: Kind::Job, namespace: Some("agents".into()) });
+    h.change(200.1, Change::RelistEnd { kind: Kind::Job, namespace: Some("agents".into()) });
     h.tick(210.0);
     match h.gone("r-job")[..] {
-        [
-            Fact::JobGone {
-                before_collection,
-                deleted,
-                by_ttl,
-                ..
-            },
-        ] => {
+        [Fact::JobGone { before_collection, deleted, by_ttl, .. }] => {
             assert!(*before_collection);
             assert!(*by_ttl, "deleted some time after finish + TTL");
             assert_eq!((deleted.at, deleted.source), (t(200.1), TimeSource::UnknownGap));
@@ -760,21 +564,9 @@ fn relist_gap_detects_a_vanished_job() {
     let mut other = Harness::new();
     other.up(0.0, run.clone());
     other.up(1.0, job.clone());
-    other.change(
-        5.0,
-        Change::RelistBegin {
-            kind: Kind::Job,
-            namespace: None,
-        },
-    );
+    other.change(5.0, Change::RelistBegin { kind: Kind::Job, namespace: None });
     other.up(5.1, job.clone());
-    other.change(
-        5.2,
-        Change::RelistEnd {
-            kind: Kind::Job,
-            namespace: None,
-        },
-    );
+    other.change(5.2, Change::RelistEnd { kind: Kind::Job, namespace: None });
     other.tick(100.0);
     assert!(other.gone("r-job").is_empty());
 }
@@ -782,62 +574,25 @@ fn relist_gap_detects_a_vanished_job() {
 /// After a restart, what already happened is exported again (same ids downstream) but not counted.
 #[test]
 fn restart_exports_history_as_spans_but_does_not_count_it() {
-    let mut h = Harness::with(TrackerConfig {
-        count_since: t(300.0),
-        settle_ms: 5_000,
-        ..TrackerConfig::default()
-    });
+    let mut h =
+        Harness::with(TrackerConfig { count_since: t(300.0), settle_ms: 5_000, ..TrackerConfig::default() });
     let spec = RunSpec::job("agents", "r", "run-r");
     let mut run = upstream::agentrun(&spec, t(0.0));
     let mut job = upstream::job(&run, "job-r", None, None, t(1.0));
     upstream::submitted(&mut run, &job, t(1.4));
     upstream::job_started(&mut job, t(1.0));
     // The first list after the restart at t=300.
-    h.change(
-        300.0,
-        Change::RelistBegin {
-            kind: Kind::AgentRun,
-            namespace: None,
-        },
-    );
+    h.change(300.0, Change::RelistBegin { kind: Kind::AgentRun, namespace: None });
     h.up(300.0, run.clone());
-    h.change(
-        300.0,
-        Change::RelistEnd {
-            kind: Kind::AgentRun,
-            namespace: None,
-        },
-    );
+    h.change(300.0, Change::RelistEnd { kind: Kind::AgentRun, namespace: None });
     h.up(300.1, job.clone());
     upstream::job_finished(&mut job, false, t(400.0));
     h.up(400.0, job.clone());
-    let submit = h
-        .out
-        .iter()
-        .find(|e| {
-            matches!(
-                e.fact,
-                Fact::JobPhase {
-                    phase: Phase::Submit,
-                    ..
-                }
-            )
-        })
-        .unwrap();
+    let submit =
+        h.out.iter().find(|e| matches!(e.fact, Fact::JobPhase { phase: Phase::Submit, .. })).unwrap();
     assert!(submit.exported && !submit.counted);
-    let run_phase = h
-        .out
-        .iter()
-        .find(|e| {
-            matches!(
-                e.fact,
-                Fact::JobPhase {
-                    phase: Phase::Run,
-                    ..
-                }
-            )
-        })
-        .unwrap();
+    let run_phase =
+        h.out.iter().find(|e| matches!(e.fact, Fact::JobPhase { phase: Phase::Run, .. })).unwrap();
     assert!(run_phase.exported && run_phase.counted);
 }
 
@@ -869,11 +624,7 @@ fn backfill_window_exports_nothing_for_long_finished_runs() {
 
 #[test]
 fn collected_job_without_ttl_shows_after_the_grace_period() {
-    let cfg = TrackerConfig {
-        ttl_grace_ms: 60_000,
-        settle_ms: 5_000,
-        ..TrackerConfig::default()
-    };
+    let cfg = TrackerConfig { ttl_grace_ms: 60_000, settle_ms: 5_000, ..TrackerConfig::default() };
     let mut h = Harness::with(cfg);
     let spec = RunSpec::job("agents", "r", "run-n");
     let mut run = upstream::agentrun(&spec, t(0.0));
@@ -888,34 +639,21 @@ fn collected_job_without_ttl_shows_after_the_grace_period() {
     assert_eq!(h.tracker.gauges(t(60.0)).namespaces["agents"].jobs_without_ttl, 0);
     assert_eq!(h.tracker.gauges(t(72.0)).namespaces["agents"].jobs_without_ttl, 1);
     h.tick(20.0);
-    assert_eq!(
-        h.collected("r-job")[0].3,
-        None,
-        "job.collect was emitted after the settle wait, without TTL"
-    );
+    assert_eq!(h.collected("r-job")[0].3, None, "job.collect was emitted after the settle wait, without TTL");
 }
 
 #[test]
 fn gauges_use_the_ttl_the_controller_will_patch() {
-    let cfg = TrackerConfig {
-        default_job_ttl: 86_400,
-        ..TrackerConfig::default()
-    };
+    let cfg = TrackerConfig { default_job_ttl: 86_400, ..TrackerConfig::default() };
     let mut h = Harness::with(cfg);
-    let spec = RunSpec {
-        retention: Some(604_800),
-        ..RunSpec::job("agents", "a", "run-a")
-    };
+    let spec = RunSpec { retention: Some(604_800), ..RunSpec::job("agents", "a", "run-a") };
     let run = upstream::agentrun(&spec, t(0.0));
     h.up(0.0, run.clone());
     let mut job = upstream::job(&run, "job-a", None, None, t(1.0));
     upstream::job_started(&mut job, t(1.0));
     upstream::job_finished(&mut job, false, t(100.0));
     h.up(100.0, job);
-    let spec_b = RunSpec {
-        job_ttl: Some(10),
-        ..RunSpec::job("agents", "b", "run-b")
-    };
+    let spec_b = RunSpec { job_ttl: Some(10), ..RunSpec::job("agents", "b", "run-b") };
     h.up(0.0, upstream::agentrun(&spec_b, t(0.0)));
     let g = h.tracker.gauges(t(200.0));
     let ns = &g.namespaces["agents"];
@@ -939,10 +677,7 @@ fn foreign_and_unlabelled_objects_are_ignored() {
     job.metadata.namespace = Some("agents".into());
     job.metadata.uid = Some("x".into());
     h.up(0.0, job);
-    let spec = RunSpec {
-        runtime: Runtime::Job,
-        ..RunSpec::job("agents", "t", "run-t")
-    };
+    let spec = RunSpec { runtime: Runtime::Job, ..RunSpec::job("agents", "t", "run-t") };
     let mut temporal = upstream::agentrun(&spec, t(0.0));
     temporal.spec.runtime.as_mut().unwrap().type_ = "temporal".into();
     h.up(0.0, temporal);
@@ -966,9 +701,7 @@ fn clamping_keeps_children_inside_parents() {
     let p = h.phases("c-job");
     assert_eq!(p[0], (Phase::Submit, t(5.0), t(5.0)));
     assert_eq!(p[1], (Phase::Pending, t(5.0), t(5.0)));
-    let clamped = h
-        .facts()
-        .any(|f| matches!(f, Fact::JobPhase { end, .. } if end.clamped));
+    let clamped = h.facts().any(|f| matches!(f, Fact::JobPhase { end, .. } if end.clamped));
     assert!(clamped);
 }
 
@@ -981,31 +714,16 @@ fn step_keys_parse_from_names_and_labels() {
     let mut job = upstream::job(
         &run,
         "jl",
-        Some(&StepRef {
-            index: 1,
-            name: "iterate".into(),
-            attempt: 1,
-        }),
+        Some(&StepRef { index: 1, name: "iterate".into(), attempt: 1 }),
         None,
         t(1.0),
     );
     job.metadata.name = Some("loop-run-step-1-iter-3-attempt-2".into());
-    job.metadata
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert(LABEL_STEP_ITERATION.into(), "3".into());
+    job.metadata.labels.as_mut().unwrap().insert(LABEL_STEP_ITERATION.into(), "3".into());
     h.up(1.0, job);
     let key = h.facts().find_map(|f| match f {
         Fact::JobPhase { job, .. } => job.step.clone(),
         _ => None,
     });
-    assert_eq!(
-        key,
-        Some(StepKey {
-            index: 1,
-            iteration: Some(3),
-            attempt: 2
-        })
-    );
+    assert_eq!(key, Some(StepKey { index: 1, iteration: Some(3), attempt: 2 }));
 }

@@ -108,32 +108,16 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn object(at: Ts) -> Self {
-        Stamp {
-            at,
-            source: TimeSource::Object,
-            clamped: false,
-        }
+        Stamp { at, source: TimeSource::Object, clamped: false }
     }
 
     pub fn observed(at: Ts) -> Self {
-        Stamp {
-            at,
-            source: TimeSource::Observed,
-            clamped: false,
-        }
+        Stamp { at, source: TimeSource::Observed, clamped: false }
     }
 
     /// This stamp, raised to `floor` if it lies before it.
     pub fn not_before(self, floor: Ts) -> Self {
-        if self.at < floor {
-            Stamp {
-                at: floor,
-                clamped: true,
-                ..self
-            }
-        } else {
-            self
-        }
+        if self.at < floor { Stamp { at: floor, clamped: true, ..self } } else { self }
     }
 }
 

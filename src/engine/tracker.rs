@@ -31,9 +31,7 @@ const TTL_DEADLINE_TOLERANCE_MS: i64 = 1000;
 /// exactly as `runtime-config.ts` reads it: unset, negative or unparseable → 600, below 30 → 30, then
 /// clamped to [30 s, 7 d].
 pub fn controller_job_ttl(env_value: Option<&str>) -> i64 {
-    let parsed = env_value
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0);
+    let parsed = env_value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0);
     let secs = parsed.map(|v| v.trunc() as i64).unwrap_or(CONTROLLER_TTL_DEFAULT);
     secs.clamp(CONTROLLER_TTL_MIN, CONTROLLER_TTL_MAX)
 }
@@ -277,10 +275,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
-        Tracker {
-            cfg,
-            ..Tracker::default()
-        }
+        Tracker { cfg, ..Tracker::default() }
     }
 
     pub fn now(&self) -> Ts {
@@ -322,13 +317,7 @@ impl Tracker {
 
     /// Settles every pending verdict as if all waits had elapsed (end of a replay or a demo).
     pub fn flush(&mut self) -> Vec<Emitted> {
-        let far = self
-            .timers
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(self.now)
-            .max(self.now);
+        let far = self.timers.keys().next_back().copied().unwrap_or(self.now).max(self.now);
         self.tick(far.add_millis(1))
     }
 
@@ -376,11 +365,7 @@ impl Tracker {
         };
         let in_scope = |ns: &Arc<str>| scope.as_ref().is_none_or(|s| s == ns);
         let now = self.now;
-        let gap = Stamp {
-            at: now,
-            source: TimeSource::UnknownGap,
-            clamped: false,
-        };
+        let gap = Stamp { at: now, source: TimeSource::UnknownGap, clamped: false };
         let mut dirty = Vec::new();
         match kind {
             Kind::AgentRun => {
@@ -397,8 +382,7 @@ impl Tracker {
                         dirty.push(uid);
                     }
                 }
-                self.done
-                    .retain(|uid, d| !in_scope(&d.namespace) || seen.contains(uid));
+                self.done.retain(|uid, d| !in_scope(&d.namespace) || seen.contains(uid));
             }
             Kind::Job => {
                 let vanished: Vec<Arc<str>> = self
@@ -475,11 +459,9 @@ impl Tracker {
 
     fn upsert_run(&mut self, o: &AgentRun, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (
-            meta.uid.as_deref(),
-            meta.name.as_deref(),
-            meta.namespace.as_deref(),
-        ) else {
+        let (Some(uid), Some(name), Some(ns)) =
+            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
+        else {
             return None;
         };
         let namespace = self.intern(ns);
@@ -544,15 +526,11 @@ impl Tracker {
                 export,
             };
             let (key, name_key) = (run.info.uid.clone(), run.info.name.clone());
-            self.run_by_name
-                .insert((namespace.clone(), name_key), key.clone());
+            self.run_by_name.insert((namespace.clone(), name_key), key.clone());
             self.runs.insert(key, Box::new(run));
             if self.series_seen.insert((namespace.clone(), runtime)) {
                 self.out.push(Emitted {
-                    fact: Fact::SeriesSeen {
-                        namespace: namespace.clone(),
-                        runtime,
-                    },
+                    fact: Fact::SeriesSeen { namespace: namespace.clone(), runtime },
                     counted: true,
                     exported: false,
                 });
@@ -576,15 +554,8 @@ impl Tracker {
     }
 
     fn adopt_jobs(&mut self, run_uid: &str, namespace: &Arc<str>, run_name: &str) {
-        let mut waiting = self
-            .waiting_jobs
-            .remove(&format!("uid:{run_uid}"))
-            .unwrap_or_default();
-        waiting.extend(
-            self.waiting_jobs
-                .remove(&format!("name:{namespace}/{run_name}"))
-                .unwrap_or_default(),
-        );
+        let mut waiting = self.waiting_jobs.remove(&format!("uid:{run_uid}")).unwrap_or_default();
+        waiting.extend(self.waiting_jobs.remove(&format!("name:{namespace}/{run_name}")).unwrap_or_default());
         let mut adopted: Vec<(Option<StepKey>, Arc<str>, Arc<str>)> = Vec::new();
         let mut labels = Vec::new();
         for uid in waiting {
@@ -613,11 +584,9 @@ impl Tracker {
 
     fn upsert_job(&mut self, o: &Job, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (
-            meta.uid.as_deref(),
-            meta.name.as_deref(),
-            meta.namespace.as_deref(),
-        ) else {
+        let (Some(uid), Some(name), Some(ns)) =
+            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
+        else {
             return None;
         };
         let labels = meta.labels.clone().unwrap_or_default();
@@ -637,28 +606,16 @@ impl Tracker {
                 return None;
             }
             let step = step_key(name, &labels);
-            let step_name = step
-                .as_ref()
-                .and_then(|_| labels.get(objects::LABEL_STEP))
-                .map(|s| self.shared(s));
+            let step_name =
+                step.as_ref().and_then(|_| labels.get(objects::LABEL_STEP)).map(|s| self.shared(s));
             let provider = labels.get(objects::LABEL_PROVIDER).map(|s| self.shared(s));
             let agent = labels.get(objects::LABEL_AGENT).map(|s| self.shared(s));
             let owner_run = owner.and_then(|o| self.runs.get(o.uid.as_str()));
-            let run_uid = owner.map(|o| {
-                owner_run
-                    .map(|r| r.info.uid.clone())
-                    .unwrap_or_else(|| o.uid.as_str().into())
-            });
-            let run_name_shared = owner_run
-                .map(|r| r.info.name.clone())
-                .unwrap_or_else(|| run_name.into());
+            let run_uid =
+                owner.map(|o| owner_run.map(|r| r.info.uid.clone()).unwrap_or_else(|| o.uid.as_str().into()));
+            let run_name_shared = owner_run.map(|r| r.info.name.clone()).unwrap_or_else(|| run_name.into());
             let uid_shared: Arc<str> = Arc::from(uid);
-            let info = Arc::new(JobInfo {
-                name: name.into(),
-                uid: uid_shared.clone(),
-                step_name,
-                step,
-            });
+            let info = Arc::new(JobInfo { name: name.into(), uid: uid_shared.clone(), step_name, step });
             self.jobs.insert(
                 uid_shared.clone(),
                 Box::new(JobTrack {
@@ -708,9 +665,7 @@ impl Tracker {
             .and_then(|r| self.runs.get(r))
             .is_some_and(|r| r.consumed.iter().any(|c| c.job == name_key(name) && !c.missing));
         let job = self.jobs.get_mut(uid)?;
-        job.created = job
-            .created
-            .or(meta.creation_timestamp.as_ref().map(Ts::from_time));
+        job.created = job.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if let Some(start) = &o.status.start_time {
             job.started.get_or_insert(*start);
         }
@@ -727,10 +682,7 @@ impl Tracker {
                 } else {
                     TtlApplied::AtCreation
                 };
-                job.ttl = Some(Ttl {
-                    seconds: secs,
-                    applied,
-                });
+                job.ttl = Some(Ttl { seconds: secs, applied });
             }
             (Some(secs), Some(ttl)) => job.ttl = Some(Ttl { seconds: secs, ..ttl }),
             (None, _) => job.seen_without_ttl = true,
@@ -753,26 +705,17 @@ impl Tracker {
 
     fn upsert_pod(&mut self, o: &Pod, deleted: bool) -> Option<Arc<str>> {
         let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) = (
-            meta.uid.as_deref(),
-            meta.name.as_deref(),
-            meta.namespace.as_deref(),
-        ) else {
+        let (Some(uid), Some(name), Some(ns)) =
+            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
+        else {
             return None;
         };
         let job_uid = meta
             .owner_references
             .as_ref()
-            .and_then(|refs| {
-                refs.iter()
-                    .find(|r| r.kind == "Job" && r.controller == Some(true))
-            })
+            .and_then(|refs| refs.iter().find(|r| r.kind == "Job" && r.controller == Some(true)))
             .map(|r| r.uid.clone())
-            .or_else(|| {
-                meta.labels
-                    .as_ref()
-                    .and_then(|l| l.get(objects::LABEL_CONTROLLER_UID).cloned())
-            });
+            .or_else(|| meta.labels.as_ref().and_then(|l| l.get(objects::LABEL_CONTROLLER_UID).cloned()));
         let job_uid = job_uid?;
         let namespace = self.intern(ns);
         self.note_relist(Kind::Pod, &namespace, uid);
@@ -790,11 +733,7 @@ impl Tracker {
             self.pods.insert(
                 uid_shared.clone(),
                 Box::new(PodTrack {
-                    info: PodInfo {
-                        name: name.into(),
-                        uid: uid_shared.clone(),
-                        node: None,
-                    },
+                    info: PodInfo { name: name.into(), uid: uid_shared.clone(), node: None },
                     job_uid: job_shared,
                     created: None,
                     terminated: None,
@@ -804,11 +743,7 @@ impl Tracker {
             );
             match self.jobs.get_mut(job_uid.as_str()) {
                 Some(job) => push_small(&mut job.pods, uid_shared),
-                None => self
-                    .waiting_pods
-                    .entry(job_uid.as_str().into())
-                    .or_default()
-                    .push(uid_shared),
+                None => self.waiting_pods.entry(job_uid.as_str().into()).or_default().push(uid_shared),
             }
         }
         let node = match o.spec.node_name.as_deref() {
@@ -816,22 +751,15 @@ impl Tracker {
             _ => None,
         };
         let pod = self.pods.get_mut(uid)?;
-        pod.created = pod
-            .created
-            .or(meta.creation_timestamp.as_ref().map(Ts::from_time));
+        pod.created = pod.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
         if pod.info.node.is_none() {
             pod.info.node = node;
         }
         if pod.terminated.is_none() {
             let statuses = &o.status.container_statuses;
-            let runner = statuses
-                .iter()
-                .find(|c| c.name == objects::RUNNER_CONTAINER)
-                .or_else(|| statuses.first());
-            if let Some(t) = runner
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.terminated.as_ref())
-            {
+            let runner =
+                statuses.iter().find(|c| c.name == objects::RUNNER_CONTAINER).or_else(|| statuses.first());
+            if let Some(t) = runner.and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
                 let at = t.finished_at.unwrap_or(now);
                 pod.terminated = Some((at, t.exit_code, t.reason.as_deref().map(Into::into)));
             }
@@ -853,11 +781,7 @@ impl Tracker {
         let counted = at >= self.cfg.count_since;
         // A run outside the backfill window exports no spans; its facts still count when they are new.
         if exported || counted {
-            self.out.push(Emitted {
-                fact,
-                counted,
-                exported,
-            });
+            self.out.push(Emitted { fact, counted, exported });
         }
     }
 
@@ -880,11 +804,7 @@ impl Tracker {
         let export = run.export;
         let info = run.info.clone();
         let jinfo = job.info.clone();
-        let consumption = run
-            .consumed
-            .iter()
-            .find(|c| c.job == name_key(&jinfo.name))
-            .cloned();
+        let consumption = run.consumed.iter().find(|c| c.job == name_key(&jinfo.name)).cloned();
         let submit_start = submit_start_of(run, job);
         let run_created = run.created.at;
         let ttl_rule = run.ttl_rule;
@@ -929,10 +849,7 @@ impl Tracker {
                     run: info.clone(),
                     job: jinfo.clone(),
                     phase: Phase::Pending,
-                    start: Stamp {
-                        clamped: false,
-                        ..created
-                    },
+                    start: Stamp { clamped: false, ..created },
                     end,
                     failure: None,
                 },
@@ -953,10 +870,7 @@ impl Tracker {
                     run: info.clone(),
                     job: jinfo.clone(),
                     phase: Phase::Run,
-                    start: Stamp {
-                        clamped: false,
-                        ..started
-                    },
+                    start: Stamp { clamped: false, ..started },
                     end,
                     failure: finish.failed.then(|| finish.reason.clone()),
                 },
@@ -989,10 +903,7 @@ impl Tracker {
                     Fact::JobCollected {
                         run: info.clone(),
                         job: jinfo.clone(),
-                        finished: Stamp {
-                            clamped: false,
-                            ..fin
-                        },
+                        finished: Stamp { clamped: false, ..fin },
                         collected,
                         outcome,
                         ttl: job.ttl,
@@ -1013,13 +924,7 @@ impl Tracker {
             }
             facts.push((
                 c.at.at.max(fin.at),
-                Fact::TtlMargin {
-                    run: info.clone(),
-                    job: jinfo.clone(),
-                    ttl,
-                    margin_seconds,
-                    exceeded,
-                },
+                Fact::TtlMargin { run: info.clone(), job: jinfo.clone(), ttl, margin_seconds, exceeded },
             ));
         }
         // Deletion: settle whether the Job was collected first.
@@ -1032,10 +937,8 @@ impl Tracker {
             if must_wait {
                 wake = Some(wake.map_or(wait_until, |w| w.min(wait_until)));
             } else if finished.is_some() || job.finish.is_none() {
-                let floor = finished
-                    .map(|f| f.at)
-                    .or(job.clamped.started.map(|s| s.at))
-                    .unwrap_or(run_created);
+                let floor =
+                    finished.map(|f| f.at).or(job.clamped.started.map(|s| s.at)).unwrap_or(run_created);
                 let deleted = deleted.not_before(floor);
                 let by_ttl = match (finished, job.ttl) {
                     (Some(f), Some(t)) => {
@@ -1134,11 +1037,7 @@ impl Tracker {
             let Some((end_raw, failed)) = step.terminal else {
                 continue;
             };
-            let first_job = submit_starts
-                .iter()
-                .filter(|(i, _)| *i == step.index)
-                .map(|(_, t)| *t)
-                .min();
+            let first_job = submit_starts.iter().filter(|(i, _)| *i == step.index).map(|(_, t)| *t).min();
             let start_at = match (step.first_started, first_job) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(end_raw.at),
@@ -1216,23 +1115,15 @@ impl Tracker {
                 }
             }
         }
-        self.run_by_name
-            .remove(&(run.info.namespace.clone(), run.info.name.clone()));
+        self.run_by_name.remove(&(run.info.namespace.clone(), run.info.name.clone()));
         if !run.gone {
             self.done.insert(
                 run_uid.into(),
-                DoneRun {
-                    namespace: run.info.namespace.clone(),
-                    retention: run.retention,
-                },
+                DoneRun { namespace: run.info.namespace.clone(), retention: run.retention },
             );
         }
         let at = self.now;
-        self.push(
-            run.export,
-            at.max(self.cfg.count_since),
-            Fact::RunComplete { run: run.info },
-        );
+        self.push(run.export, at.max(self.cfg.count_since), Fact::RunComplete { run: run.info });
     }
 
     /// Forgets Jobs and Pods that are gone and fully reported, when their run is unknown (not ours, or deleted
@@ -1251,8 +1142,7 @@ impl Tracker {
                 }
             }
         }
-        self.pods
-            .retain(|_, p| p.deleted.is_none() || self.jobs.contains_key(&p.job_uid));
+        self.pods.retain(|_, p| p.deleted.is_none() || self.jobs.contains_key(&p.job_uid));
         let (jobs, pods) = (&self.jobs, &self.pods);
         self.waiting_jobs.retain(|_, uids| {
             uids.retain(|u| jobs.contains_key(u));
@@ -1331,14 +1221,17 @@ impl Tracker {
                     entry.awaiting_collection_max_age = entry.awaiting_collection_max_age.max(age);
                     if let Some(t) = effective_ttl {
                         let remaining = finish.at.add_secs(t).secs_since(now);
-                        entry.ttl_margin_remaining = Some(
-                            entry
-                                .ttl_margin_remaining
-                                .map_or(remaining, |r: f64| r.min(remaining)),
-                        );
+                        entry.ttl_margin_remaining =
+                            Some(entry.ttl_margin_remaining.map_or(remaining, |r: f64| r.min(remaining)));
                     }
                 }
                 None => {}
+            }
+        }
+        // With no live Job, the TTL in force is the one the next Job will get: the controller's default.
+        for ns in g.namespaces.values_mut() {
+            if ns.job_ttl.is_none() {
+                ns.job_ttl = Some((self.cfg.default_job_ttl, self.cfg.default_job_ttl));
             }
         }
         g
@@ -1377,21 +1270,13 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
     let Some(key) = &job.info.step else {
         return Some(run.created.at);
     };
-    let previous = run
-        .history
-        .iter()
-        .rev()
-        .find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
+    let previous = run.history.iter().rev().find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
     if let Some((_, name)) = previous
         && let Some(c) = run.consumed.iter().find(|c| c.job == *name)
     {
         return Some(c.at.at);
     }
-    let step = run
-        .steps
-        .iter()
-        .find(|s| s.index == key.index)
-        .and_then(|s| s.first_started);
+    let step = run.steps.iter().find(|s| s.index == key.index).and_then(|s| s.first_started);
     if key.index == 1 && key.attempt <= 1 && key.iteration.unwrap_or(0) <= 1 {
         return Some(run.created.at);
     }
@@ -1401,12 +1286,8 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
 /// Step index, loop iteration and attempt of a workflow Job: from its labels and the name suffix
 /// `-step-<i>[-iter-<k>]-attempt-<n>` (names over 63 characters are hashed upstream; then the labels alone).
 fn step_key(name: &str, labels: &BTreeMap<String, String>) -> Option<StepKey> {
-    let label_index = labels
-        .get(objects::LABEL_STEP_INDEX)
-        .and_then(|v| v.parse::<u32>().ok());
-    let label_iter = labels
-        .get(objects::LABEL_STEP_ITERATION)
-        .and_then(|v| v.parse::<u32>().ok());
+    let label_index = labels.get(objects::LABEL_STEP_INDEX).and_then(|v| v.parse::<u32>().ok());
+    let label_iter = labels.get(objects::LABEL_STEP_ITERATION).and_then(|v| v.parse::<u32>().ok());
     let suffix = parse_step_suffix(name);
     let index = label_index.or(suffix.map(|s| s.0))?;
     Some(StepKey {
@@ -1428,26 +1309,17 @@ fn parse_step_suffix(name: &str) -> Option<(u32, Option<u32>, u32)> {
 }
 
 fn finish_of(o: &Job) -> Option<Finish> {
-    let cond = o
-        .status
-        .conditions
-        .iter()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
+    let cond =
+        o.status.conditions.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
     if let Some(c) = cond {
         let at = c.last_transition_time.or(o.status.completion_time)?;
         return Some(Finish {
             at,
             failed: c.type_ == "Failed",
-            reason: (c.type_ == "Failed")
-                .then(|| c.reason.as_deref().map(Into::into))
-                .flatten(),
+            reason: (c.type_ == "Failed").then(|| c.reason.as_deref().map(Into::into)).flatten(),
         });
     }
-    o.status.completion_time.as_ref().map(|t| Finish {
-        at: *t,
-        failed: false,
-        reason: None,
-    })
+    o.status.completion_time.as_ref().map(|t| Finish { at: *t, failed: false, reason: None })
 }
 
 fn retention_of(cfg: &TrackerConfig, o: &AgentRun) -> Option<i64> {
@@ -1487,19 +1359,14 @@ fn is_missing_reason(reason: &str) -> bool {
 }
 
 fn condition_time(conditions: &[Condition], type_: &str) -> Option<Ts> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.is_true())
-        .and_then(|c| c.last_transition_time)
+    conditions.iter().find(|c| c.type_ == type_ && c.is_true()).and_then(|c| c.last_transition_time)
 }
 
 /// When a run first seen already terminal finished, for the backfill window.
 fn terminal_time_hint(o: &AgentRun) -> Option<Ts> {
     let status = o.status.as_ref()?;
     let outcome = terminal_phase(status.phase.as_deref())?;
-    condition_time(&status.conditions, outcome.phase())
-        .or(status.updated_at)
-        .or(status.finished_at)
+    condition_time(&status.conditions, outcome.phase()).or(status.updated_at).or(status.finished_at)
 }
 
 /// Folds one AgentRun status into the run: consumptions of Jobs, step progress, terminal state, missing-Job
@@ -1552,11 +1419,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
             }
         }
         Runtime::Workflow => {
-            let steps = status
-                .workflow
-                .as_ref()
-                .map(|w| w.steps.as_slice())
-                .unwrap_or_default();
+            let steps = status.workflow.as_ref().map(|w| w.steps.as_slice()).unwrap_or_default();
             let missing_msgs: Vec<&Condition> = status
                 .conditions
                 .iter()
@@ -1596,12 +1459,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                         _ => {}
                     }
                 }
-                for it in s
-                    .loop_
-                    .as_ref()
-                    .map(|l| l.iterations.as_slice())
-                    .unwrap_or_default()
-                {
+                for it in s.loop_.as_ref().map(|l| l.iterations.as_slice()).unwrap_or_default() {
                     let Some(name) = it.job_ref.as_ref().and_then(|r| r.name.as_deref()) else {
                         continue;
                     };
@@ -1609,10 +1467,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                         Some("Succeeded" | "Failed" | "Retrying") => {
                             let saw = run.referenced_running.contains(&name_key(name));
                             let fallback = it.finished_at;
-                            let missing = it
-                                .message
-                                .as_deref()
-                                .is_some_and(|m| m.starts_with("Job missing"));
+                            let missing = it.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
                             consumptions.push((name_key(name), write_time(saw, fallback), missing));
                         }
                         Some("Running" | "Pending") => running_refs.push(name_key(name)),
@@ -1627,18 +1482,12 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
                     for c in &missing_msgs {
                         let at = c.last_transition_time.or(step_time).unwrap_or(now);
                         if step.missing.is_empty() {
-                            step.missing.push(MissingEvent {
-                                at,
-                                reason: "WorkflowJobMissing".into(),
-                            });
+                            step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
                         }
                     }
                     if step.missing.is_empty() {
                         let at = step_time.unwrap_or(now);
-                        step.missing.push(MissingEvent {
-                            at,
-                            reason: "WorkflowJobMissing".into(),
-                        });
+                        step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
                     }
                 }
             }
@@ -1646,15 +1495,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
     }
     for (job, at, missing) in consumptions {
         if !run.consumed.iter().any(|c| c.job == job) {
-            push_small(
-                &mut run.consumed,
-                Consumption {
-                    job,
-                    at,
-                    missing,
-                    seen_at: now,
-                },
-            );
+            push_small(&mut run.consumed, Consumption { job, at, missing, seen_at: now });
         }
     }
     for name in running_refs {
@@ -1664,10 +1505,7 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
     }
     match outcome {
         Some(o) if run.terminal.is_none() => {
-            let at = write_time(
-                run.seen_nonterminal,
-                condition_time(&status.conditions, o.phase()),
-            );
+            let at = write_time(run.seen_nonterminal, condition_time(&status.conditions, o.phase()));
             run.terminal = Some((o, at, reason));
         }
         Some(_) => {}

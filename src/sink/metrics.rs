@@ -37,6 +37,14 @@ pub enum WatchEventType {
 }
 
 impl WatchEventType {
+    pub const ALL: [WatchEventType; 5] = [
+        WatchEventType::Added,
+        WatchEventType::Modified,
+        WatchEventType::Deleted,
+        WatchEventType::Relisted,
+        WatchEventType::Malformed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WatchEventType::Added => "added",
@@ -63,10 +71,7 @@ pub struct LifecycleMetrics {
 }
 
 fn ns_runtime(namespace: &str, runtime: Runtime) -> [KeyValue; 2] {
-    [
-        KeyValue::new("namespace", namespace.to_string()),
-        KeyValue::new("runtime", runtime.as_str()),
-    ]
+    [KeyValue::new("namespace", namespace.to_string()), KeyValue::new("runtime", runtime.as_str())]
 }
 
 impl LifecycleMetrics {
@@ -81,11 +86,7 @@ impl LifecycleMetrics {
                 .build()
         };
         let counter = |name: &'static str, unit: &'static str, desc: &'static str| {
-            meter
-                .u64_counter(name)
-                .with_unit(unit)
-                .with_description(desc)
-                .build()
+            meter.u64_counter(name).with_unit(unit).with_description(desc).build()
         };
         let metrics = LifecycleMetrics {
             collection_delay: hist(
@@ -93,11 +94,7 @@ impl LifecycleMetrics {
                 "Job finished to the AgentRun/step status write that consumed it",
                 &DURATION_BUCKETS,
             ),
-            ttl_margin: hist(
-                "agentrun.job.ttl_margin",
-                "Job TTL minus collection delay",
-                &MARGIN_BUCKETS,
-            ),
+            ttl_margin: hist("agentrun.job.ttl_margin", "Job TTL minus collection delay", &MARGIN_BUCKETS),
             ttl_margin_exceeded: counter(
                 "agentrun.job.ttl_margin_exceeded",
                 "{job}",
@@ -124,16 +121,8 @@ impl LifecycleMetrics {
                 &DURATION_BUCKETS,
             ),
             runs: counter("agentrun.runs", "{run}", "Runs that reached a terminal phase"),
-            watch_events: counter(
-                "agentrun.exporter.watch_events",
-                "{event}",
-                "Watch events applied",
-            ),
-            watch_errors: counter(
-                "agentrun.exporter.watch_errors",
-                "{error}",
-                "Failed list/watch calls",
-            ),
+            watch_events: counter("agentrun.exporter.watch_events", "{event}", "Watch events applied"),
+            watch_errors: counter("agentrun.exporter.watch_errors", "{error}", "Failed list/watch calls"),
             live: live.clone(),
         };
         register_gauges(meter, live, spans);
@@ -149,14 +138,7 @@ impl LifecycleMetrics {
             return;
         }
         match &e.fact {
-            Fact::JobPhase {
-                run,
-                phase,
-                start,
-                end,
-                failure,
-                ..
-            } => {
+            Fact::JobPhase { run, phase, start, end, failure, .. } => {
                 // A Job that failed before it started has no meaningful run phase.
                 if *phase == Phase::Run && failure.is_some() && start.at == end.at {
                     return;
@@ -165,25 +147,12 @@ impl LifecycleMetrics {
                 let attrs = [ns, rt, KeyValue::new("phase", phase.as_str())];
                 self.phase_duration.record(end.at.secs_since(start.at), &attrs);
             }
-            Fact::JobCollected {
-                run,
-                finished,
-                collected,
-                outcome,
-                ..
-            } => {
+            Fact::JobCollected { run, finished, collected, outcome, .. } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("outcome", outcome.as_str())];
-                self.collection_delay
-                    .record(collected.at.secs_since(finished.at), &attrs);
+                self.collection_delay.record(collected.at.secs_since(finished.at), &attrs);
             }
-            Fact::TtlMargin {
-                run,
-                ttl,
-                margin_seconds,
-                exceeded,
-                ..
-            } => {
+            Fact::TtlMargin { run, ttl, margin_seconds, exceeded, .. } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())];
                 self.ttl_margin.record(*margin_seconds, &attrs);
@@ -191,19 +160,9 @@ impl LifecycleMetrics {
                     self.ttl_margin_exceeded.add(1, &attrs);
                 }
             }
-            Fact::JobGone {
-                run,
-                finished,
-                deleted,
-                ttl,
-                before_collection,
-                by_ttl,
-                exceeded,
-                ..
-            } => {
+            Fact::JobGone { run, finished, deleted, ttl, before_collection, by_ttl, exceeded, .. } => {
                 if *before_collection {
-                    self.deleted_before_collection
-                        .add(1, &ns_runtime(&run.namespace, run.runtime));
+                    self.deleted_before_collection.add(1, &ns_runtime(&run.namespace, run.runtime));
                 }
                 if let (Some(ttl), true) = (ttl, *exceeded) {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
@@ -216,20 +175,16 @@ impl LifecycleMetrics {
                         .record(lag, &[KeyValue::new("namespace", run.namespace.to_string())]);
                 }
             }
-            Fact::RunFinished {
-                run, outcome, reason, ..
-            } => {
+            Fact::RunFinished { run, outcome, reason, .. } => {
                 if let Some(o) = outcome {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                     self.runs.add(1, &[ns, rt, KeyValue::new("outcome", o.as_str())]);
                 }
-                if let Some(r) = reason
-                    .as_deref()
-                    .filter(|r| *r == "JobMissing" || *r == "WorkflowJobMissing")
+                if let Some(r) =
+                    reason.as_deref().filter(|r| *r == "JobMissing" || *r == "WorkflowJobMissing")
                 {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.job_missing
-                        .add(1, &[ns, rt, KeyValue::new("reason", r.to_string())]);
+                    self.job_missing.add(1, &[ns, rt, KeyValue::new("reason", r.to_string())]);
                 }
             }
             Fact::PodRan { .. }
@@ -248,21 +203,13 @@ impl LifecycleMetrics {
             Runtime::Job => "JobMissing",
             Runtime::Workflow => "WorkflowJobMissing",
         };
-        self.job_missing
-            .add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
+        self.job_missing.add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
         for applied in [TtlApplied::AtCreation, TtlApplied::AfterCollection] {
-            self.ttl_margin_exceeded.add(
-                0,
-                &[
-                    ns.clone(),
-                    rt.clone(),
-                    KeyValue::new("ttl_applied", applied.as_str()),
-                ],
-            );
+            self.ttl_margin_exceeded
+                .add(0, &[ns.clone(), rt.clone(), KeyValue::new("ttl_applied", applied.as_str())]);
         }
         for outcome in ["succeeded", "failed", "cancelled"] {
-            self.runs
-                .add(0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
+            self.runs.add(0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
         }
     }
 
@@ -273,25 +220,22 @@ impl LifecycleMetrics {
     }
 
     pub fn watch_event(&self, kind: Kind, event: WatchEventType) {
-        self.watch_events.add(
-            1,
-            &[
-                KeyValue::new("resource", kind.resource()),
-                KeyValue::new("type", event.as_str()),
-            ],
-        );
+        self.watch_events
+            .add(1, &[KeyValue::new("resource", kind.resource()), KeyValue::new("type", event.as_str())]);
     }
 
     pub fn watch_error(&self, kind: Kind) {
-        self.watch_errors
-            .add(1, &[KeyValue::new("resource", kind.resource())]);
+        self.watch_errors.add(1, &[KeyValue::new("resource", kind.resource())]);
     }
 
-    /// Creates the self-metric series of every resource at zero.
+    /// Creates the self-metric series of every resource (and event type) at zero.
     pub fn zero_watch_series(&self) {
         for kind in Kind::ALL {
-            self.watch_errors
-                .add(0, &[KeyValue::new("resource", kind.resource())]);
+            self.watch_errors.add(0, &[KeyValue::new("resource", kind.resource())]);
+            for t in WatchEventType::ALL {
+                self.watch_events
+                    .add(0, &[KeyValue::new("resource", kind.resource()), KeyValue::new("type", t.as_str())]);
+            }
         }
     }
 }
@@ -312,11 +256,7 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("{job}")
         .with_description("Finished Jobs whose status was not collected yet")
         .with_callback(move |o| {
-            each(&l, |g| {
-                g.namespaces
-                    .iter()
-                    .for_each(|(n, v)| o.observe(v.awaiting_collection, &[ns(n)]))
-            })
+            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection, &[ns(n)])))
         })
         .build();
     let l = live.clone();
@@ -326,9 +266,7 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_description("Age of the oldest finished Job awaiting collection")
         .with_callback(move |o| {
             each(&l, |g| {
-                g.namespaces
-                    .iter()
-                    .for_each(|(n, v)| o.observe(v.awaiting_collection_max_age, &[ns(n)]))
+                g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection_max_age, &[ns(n)]))
             })
         })
         .build();
@@ -385,11 +323,7 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("{job}")
         .with_description("Collected Jobs that still have no TTL after the grace period")
         .with_callback(move |o| {
-            each(&l, |g| {
-                g.namespaces
-                    .iter()
-                    .for_each(|(n, v)| o.observe(v.jobs_without_ttl, &[ns(n)]))
-            })
+            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.jobs_without_ttl, &[ns(n)])))
         })
         .build();
     let l = live;
@@ -399,18 +333,9 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_description("Objects held in memory")
         .with_callback(move |o| {
             each(&l, |g| {
-                o.observe(
-                    g.tracked_runs as u64,
-                    &[KeyValue::new("resource", Kind::AgentRun.resource())],
-                );
-                o.observe(
-                    g.tracked_jobs as u64,
-                    &[KeyValue::new("resource", Kind::Job.resource())],
-                );
-                o.observe(
-                    g.tracked_pods as u64,
-                    &[KeyValue::new("resource", Kind::Pod.resource())],
-                );
+                o.observe(g.tracked_runs as u64, &[KeyValue::new("resource", Kind::AgentRun.resource())]);
+                o.observe(g.tracked_jobs as u64, &[KeyValue::new("resource", Kind::Job.resource())]);
+                o.observe(g.tracked_pods as u64, &[KeyValue::new("resource", Kind::Pod.resource())]);
             })
         })
         .build();

@@ -168,14 +168,7 @@ fn event(name: &'static str, at: Ts, attrs: Vec<KeyValue>) -> Event {
 /// The spans a fact completes (most facts complete one; metric-only facts none).
 pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
     let draft = match fact {
-        Fact::JobPhase {
-            run,
-            job,
-            phase,
-            start,
-            end,
-            failure,
-        } => {
+        Fact::JobPhase { run, job, phase, start, end, failure } => {
             let mut attrs = job_attrs(run, job);
             let mut status = Status::Unset;
             if *phase == Phase::Run {
@@ -202,15 +195,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 status,
             }
         }
-        Fact::PodRan {
-            run,
-            job,
-            pod,
-            start,
-            end,
-            exit_code,
-            reason,
-        } => {
+        Fact::PodRan { run, job, pod, start, end, exit_code, reason } => {
             let mut attrs = job_attrs(run, job);
             attrs.push(kv_str("k8s.pod.name", &pod.name));
             attrs.push(kv_str("k8s.pod.uid", &pod.uid));
@@ -240,24 +225,14 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 status,
             }
         }
-        Fact::JobCollected {
-            run,
-            job,
-            finished,
-            collected,
-            outcome,
-            ttl,
-        } => {
+        Fact::JobCollected { run, job, finished, collected, outcome, ttl } => {
             let mut attrs = job_attrs(run, job);
             let delay = collected.at.secs_since(finished.at);
             attrs.push(kv_str("agentrun.job.outcome", outcome.as_str()));
             attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
             if let Some(ttl) = ttl {
                 ttl_attrs(&mut attrs, ttl);
-                attrs.push(KeyValue::new(
-                    "agentrun.job.ttl_margin_seconds",
-                    ttl.seconds as f64 - delay,
-                ));
+                attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", ttl.seconds as f64 - delay));
             }
             let status = if *outcome == crate::engine::facts::CollectOutcome::Missing {
                 Status::error("the Job was gone when its status was collected")
@@ -295,10 +270,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             }
             match finished {
                 Some(fin) => {
-                    attrs.push(KeyValue::new(
-                        "agentrun.job.deleted_before_collection",
-                        *before_collection,
-                    ));
+                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", *before_collection));
                     if let Some(ttl) = ttl {
                         ttl_attrs(&mut attrs, ttl);
                         let deadline = fin.at.add_secs(ttl.seconds);
@@ -350,27 +322,13 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 }
             }
         }
-        Fact::StepFinished {
-            run,
-            index,
-            name,
-            start,
-            end,
-            failed,
-            missing,
-        } => {
+        Fact::StepFinished { run, index, name, start, end, failed, missing } => {
             let mut attrs = run_attrs(run);
             attrs.push(kv_str("agentrun.step", name));
             attrs.push(KeyValue::new("agentrun.step.index", i64::from(*index)));
             let events = missing
                 .iter()
-                .map(|m| {
-                    event(
-                        "agentrun.job_missing",
-                        m.at,
-                        vec![kv_str("agentrun.reason", &m.reason)],
-                    )
-                })
+                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
                 .collect();
             Draft {
                 run: run.clone(),
@@ -381,21 +339,10 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 end: *end,
                 attrs,
                 events,
-                status: if *failed {
-                    Status::error("step failed")
-                } else {
-                    Status::Unset
-                },
+                status: if *failed { Status::error("step failed") } else { Status::Unset },
             }
         }
-        Fact::RunFinished {
-            run,
-            start,
-            end,
-            outcome,
-            reason,
-            missing,
-        } => {
+        Fact::RunFinished { run, start, end, outcome, reason, missing } => {
             let mut attrs = run_attrs(run);
             match outcome {
                 Some(o) => attrs.push(kv_str("agentrun.phase", o.phase())),
@@ -406,13 +353,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             }
             let events = missing
                 .iter()
-                .map(|m| {
-                    event(
-                        "agentrun.job_missing",
-                        m.at,
-                        vec![kv_str("agentrun.reason", &m.reason)],
-                    )
-                })
+                .map(|m| event("agentrun.job_missing", m.at, vec![kv_str("agentrun.reason", &m.reason)]))
                 .collect();
             let status = match outcome {
                 Some(RunOutcome::Succeeded) => Status::Ok,
@@ -502,9 +443,7 @@ pub struct SpanSink {
 
 impl SpanSink {
     pub fn new(output: SpanOutput, stats: Arc<SpanStats>) -> Self {
-        let scope = InstrumentationScope::builder(SCOPE_NAME)
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
+        let scope = InstrumentationScope::builder(SCOPE_NAME).with_version(env!("CARGO_PKG_VERSION")).build();
         SpanSink { output, stats, scope }
     }
 
@@ -572,17 +511,11 @@ pub struct ConsoleView {
 
 impl ConsoleView {
     pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
-        ConsoleView {
-            out,
-            pending: Default::default(),
-        }
+        ConsoleView { out, pending: Default::default() }
     }
 
     fn add(&mut self, span: SpanData) {
-        self.pending
-            .entry(span.span_context.trace_id())
-            .or_default()
-            .push(span);
+        self.pending.entry(span.span_context.trace_id()).or_default().push(span);
     }
 
     fn finish(&mut self, run: &RunInfo) {
@@ -605,31 +538,18 @@ impl ConsoleView {
 }
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a opentelemetry::Value> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| &kv.value)
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
 }
 
 fn secs(span: &SpanData) -> f64 {
-    span.end_time
-        .duration_since(span.start_time)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    span.end_time.duration_since(span.start_time).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn clock(t: SystemTime) -> String {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let s = Ts(ms).to_string();
     // 2026-08-20T12:00:01.412Z → 12:00:01.412
-    s.split('T')
-        .nth(1)
-        .unwrap_or(&s)
-        .trim_end_matches('Z')
-        .to_string()
+    s.split('T').nth(1).unwrap_or(&s).trim_end_matches('Z').to_string()
 }
 
 /// A compact text rendering of one trace: the root, then children indented under their parents.
@@ -640,18 +560,10 @@ pub fn render_trace(spans: &[SpanData]) -> String {
     let title = match root.or(spans.first()) {
         Some(s) => format!(
             "{}/{} ({}) {}",
-            attr(s, "k8s.namespace.name")
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            attr(s, "agentrun.name")
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            attr(s, "agentrun.runtime")
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            attr(s, "agentrun.phase")
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "in progress".into()),
+            attr(s, "k8s.namespace.name").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.name").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.runtime").map(|v| v.to_string()).unwrap_or_default(),
+            attr(s, "agentrun.phase").map(|v| v.to_string()).unwrap_or_else(|| "in progress".into()),
         ),
         None => return out,
     };
@@ -661,11 +573,8 @@ pub fn render_trace(spans: &[SpanData]) -> String {
     let mut ordered: Vec<&SpanData> = spans.iter().collect();
     ordered.sort_by_key(|s| (s.start_time, s.end_time));
     // Roots of this view: the real root plus any span whose parent was not exported in this trace.
-    let mut tops: Vec<&SpanData> = ordered
-        .iter()
-        .copied()
-        .filter(|s| !ids.contains(&s.parent_span_id))
-        .collect();
+    let mut tops: Vec<&SpanData> =
+        ordered.iter().copied().filter(|s| !ids.contains(&s.parent_span_id)).collect();
     tops.reverse();
     for t in tops {
         stack.push((t.span_context.span_id(), 0));
@@ -689,10 +598,7 @@ pub fn render_trace(spans: &[SpanData]) -> String {
             ("agentrun.job.outcome", "outcome"),
             ("agentrun.job.ttl_seconds", "ttl"),
             ("agentrun.job.ttl_margin_seconds", "margin"),
-            (
-                "agentrun.job.deleted_before_collection",
-                "deleted_before_collection",
-            ),
+            ("agentrun.job.deleted_before_collection", "deleted_before_collection"),
             ("agentrun.reason", "reason"),
         ] {
             if let Some(v) = attr(s, key) {

@@ -35,30 +35,21 @@ pub struct Summary {
 impl Summary {
     pub fn record(&mut self, e: &Emitted) {
         let Some(run) = e.fact.run() else { return };
-        let s = self
-            .runs
-            .entry(run.uid.to_string())
-            .or_insert_with(|| RunSummary {
-                namespace: run.namespace.to_string(),
-                name: run.name.to_string(),
-                uid: run.uid.to_string(),
-                runtime: run.runtime.as_str().into(),
-                outcome: "running".into(),
-                created: i64::MAX,
-                ..RunSummary::default()
-            });
+        let s = self.runs.entry(run.uid.to_string()).or_insert_with(|| RunSummary {
+            namespace: run.namespace.to_string(),
+            name: run.name.to_string(),
+            uid: run.uid.to_string(),
+            runtime: run.runtime.as_str().into(),
+            outcome: "running".into(),
+            created: i64::MAX,
+            ..RunSummary::default()
+        });
         match &e.fact {
-            Fact::JobPhase {
-                start,
-                phase: Phase::Submit,
-                ..
-            } => {
+            Fact::JobPhase { start, phase: Phase::Submit, .. } => {
                 s.jobs += 1;
                 s.created = s.created.min(start.at.0);
             }
-            Fact::JobCollected {
-                finished, collected, ..
-            } => {
+            Fact::JobCollected { finished, collected, .. } => {
                 let d = collected.at.secs_since(finished.at);
                 s.collection_delay_seconds = Some(s.collection_delay_seconds.map_or(d, |c| c.max(d)));
             }
@@ -66,16 +57,8 @@ impl Summary {
                 let m = *margin_seconds;
                 s.ttl_margin_seconds = Some(s.ttl_margin_seconds.map_or(m, |c| c.min(m)));
             }
-            Fact::JobGone {
-                before_collection: true,
-                ..
-            } => s.deleted_before_collection += 1,
-            Fact::RunFinished {
-                start,
-                outcome,
-                reason,
-                ..
-            } => {
+            Fact::JobGone { before_collection: true, .. } => s.deleted_before_collection += 1,
+            Fact::RunFinished { start, outcome, reason, .. } => {
                 s.created = s.created.min(start.at.0);
                 s.outcome = outcome.map(|o| o.as_str()).unwrap_or("deleted").into();
                 s.reason = reason.as_deref().map(Into::into);
@@ -144,11 +127,7 @@ impl Summary {
         }
         let mut out = String::new();
         let line = |cells: Vec<&str>, out: &mut String| {
-            let parts: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
+            let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             let _ = writeln!(out, "{}", parts.join("  ").trim_end());
         };
         line(header.to_vec(), &mut out);

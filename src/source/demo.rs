@@ -242,11 +242,7 @@ impl Simulator {
                 }
                 let id = self.created as usize;
                 self.created += 1;
-                let runtime = if self.rng.chance(0.5) {
-                    Runtime::Job
-                } else {
-                    Runtime::Workflow
-                };
+                let runtime = if self.rng.chance(0.5) { Runtime::Job } else { Runtime::Workflow };
                 let ns = NAMESPACES[(self.rng.next_u64() % NAMESPACES.len() as u64) as usize];
                 let name = format!("demo-{}-{id:04}", runtime.as_str());
                 let uid = self.rng.uuid();
@@ -303,13 +299,8 @@ impl Simulator {
             }
             Action::StartJob(id) => {
                 let uid = self.rng.uuid();
-                let suffix: String = self
-                    .rng
-                    .uuid()
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .take(5)
-                    .collect();
+                let suffix: String =
+                    self.rng.uuid().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
                 let node = NODES[(self.rng.next_u64() % NODES.len() as u64) as usize];
                 let now = self.now;
                 let Some(r) = self.runs.get_mut(&id) else { return };
@@ -526,10 +517,7 @@ mod tests {
             arrival_secs: 10.0,
             start: Ts(1_787_227_200_000),
         });
-        let mut tracker = Tracker::new(TrackerConfig {
-            settle_ms: 5_000,
-            ..TrackerConfig::default()
-        });
+        let mut tracker = Tracker::new(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() });
         let mut facts = Vec::new();
         while sim.next_at().is_some() {
             for obs in sim.step() {
@@ -537,10 +525,7 @@ mod tests {
             }
         }
         facts.extend(tracker.flush());
-        let complete = facts
-            .iter()
-            .filter(|e| matches!(e.fact, Fact::RunComplete { .. }))
-            .count();
+        let complete = facts.iter().filter(|e| matches!(e.fact, Fact::RunComplete { .. })).count();
         assert_eq!(complete, 40);
         let reasons: Vec<String> = facts
             .iter()
@@ -557,24 +542,11 @@ mod tests {
             "Some(Failed)/WorkflowJobMissing",
             "Some(Failed)/RunnerFailed",
         ] {
-            assert!(
-                reasons.iter().any(|r| r == wanted),
-                "{wanted} missing from {reasons:?}"
-            );
+            assert!(reasons.iter().any(|r| r == wanted), "{wanted} missing from {reasons:?}");
         }
-        assert!(facts.iter().any(|e| matches!(
-            e.fact,
-            Fact::JobGone {
-                before_collection: true,
-                ..
-            }
-        )));
+        assert!(facts.iter().any(|e| matches!(e.fact, Fact::JobGone { before_collection: true, .. })));
         assert!(facts.iter().any(|e| matches!(&e.fact, Fact::TtlMargin { ttl, .. } if ttl.applied == crate::engine::facts::TtlApplied::AfterCollection)));
         let g = tracker.gauges(tracker.now());
-        assert_eq!(
-            (g.tracked_jobs, g.tracked_pods),
-            (0, 0),
-            "everything forgotten at the end"
-        );
+        assert_eq!((g.tracked_jobs, g.tracked_pods), (0, 0), "everything forgotten at the end");
     }
 }

@@ -69,13 +69,7 @@ macro_rules! projection_resource {
     };
 }
 
-projection_resource!(
-    AgentRun,
-    "AgentRun",
-    "agents.proompteng.ai",
-    "v1alpha1",
-    "agentruns"
-);
+projection_resource!(AgentRun, "AgentRun", "agents.proompteng.ai", "v1alpha1", "agentruns");
 projection_resource!(Job, "Job", "batch", "v1", "jobs");
 projection_resource!(Pod, "Pod", "", "v1", "pods");
 
@@ -101,9 +95,7 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(watches: usize) -> Arc<Self> {
-        Arc::new(Readiness {
-            pending: AtomicUsize::new(watches),
-        })
+        Arc::new(Readiness { pending: AtomicUsize::new(watches) })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -111,9 +103,7 @@ impl Readiness {
     }
 
     fn first_list_done(&self) {
-        let _ = self
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -139,12 +129,8 @@ pub fn spawn_watches(
     let mut tasks = Vec::new();
     for ns in namespaces {
         let runs = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-        let jobs = watcher::Config::default()
-            .page_size(LIST_PAGE_SIZE)
-            .labels(&scope.job_selector);
-        let pods = watcher::Config::default()
-            .page_size(LIST_PAGE_SIZE)
-            .labels(&scope.job_selector);
+        let jobs = watcher::Config::default().page_size(LIST_PAGE_SIZE).labels(&scope.job_selector);
+        let pods = watcher::Config::default().page_size(LIST_PAGE_SIZE).labels(&scope.job_selector);
         let ctx = || (tx.clone(), metrics.clone(), ready.clone());
         let (t, m, r) = ctx();
         tasks.push(tokio::spawn(watch_kind::<AgentRun>(
@@ -157,25 +143,9 @@ pub fn spawn_watches(
             r,
         )));
         let (t, m, r) = ctx();
-        tasks.push(tokio::spawn(watch_kind::<Job>(
-            api(&client, &ns),
-            jobs,
-            Kind::Job,
-            ns.clone(),
-            t,
-            m,
-            r,
-        )));
+        tasks.push(tokio::spawn(watch_kind::<Job>(api(&client, &ns), jobs, Kind::Job, ns.clone(), t, m, r)));
         let (t, m, r) = ctx();
-        tasks.push(tokio::spawn(watch_kind::<Pod>(
-            api(&client, &ns),
-            pods,
-            Kind::Pod,
-            ns.clone(),
-            t,
-            m,
-            r,
-        )));
+        tasks.push(tokio::spawn(watch_kind::<Pod>(api(&client, &ns), pods, Kind::Pod, ns.clone(), t, m, r)));
     }
     tasks
 }
@@ -224,12 +194,7 @@ pub struct EventMapper {
 
 impl EventMapper {
     pub fn new(kind: Kind, namespace: Option<String>) -> Self {
-        EventMapper {
-            kind,
-            namespace,
-            seen: HashSet::new(),
-            relisting: None,
-        }
+        EventMapper { kind, namespace, seen: HashSet::new(), relisting: None }
     }
 
     /// Returns the observations and the counted event types.
@@ -264,10 +229,7 @@ impl EventMapper {
                 self.relisting = Some(HashSet::new());
                 out.push(Observation {
                     at,
-                    change: Change::RelistBegin {
-                        kind: self.kind,
-                        namespace: self.namespace.clone(),
-                    },
+                    change: Change::RelistBegin { kind: self.kind, namespace: self.namespace.clone() },
                 });
             }
             Event::InitApply(guard) => {
@@ -276,10 +238,7 @@ impl EventMapper {
                         set.insert(name_key(uid));
                     }
                     counted.push(WatchEventType::Relisted);
-                    out.push(Observation {
-                        at,
-                        change: Change::Upsert(o),
-                    });
+                    out.push(Observation { at, change: Change::Upsert(o) });
                 }
             }
             Event::InitDone => {
@@ -288,26 +247,14 @@ impl EventMapper {
                 }
                 out.push(Observation {
                     at,
-                    change: Change::RelistEnd {
-                        kind: self.kind,
-                        namespace: self.namespace.clone(),
-                    },
+                    change: Change::RelistEnd { kind: self.kind, namespace: self.namespace.clone() },
                 });
             }
             Event::Apply(guard) => {
                 if let Some(o) = object(guard, &mut counted) {
-                    let added = self
-                        .seen
-                        .insert(name_key(o.metadata().uid.as_deref().unwrap_or_default()));
-                    counted.push(if added {
-                        WatchEventType::Added
-                    } else {
-                        WatchEventType::Modified
-                    });
-                    out.push(Observation {
-                        at,
-                        change: Change::Upsert(o),
-                    });
+                    let added = self.seen.insert(name_key(o.metadata().uid.as_deref().unwrap_or_default()));
+                    counted.push(if added { WatchEventType::Added } else { WatchEventType::Modified });
+                    out.push(Observation { at, change: Change::Upsert(o) });
                 }
             }
             Event::Delete(guard) => {
@@ -316,10 +263,7 @@ impl EventMapper {
                         self.seen.remove(&name_key(uid));
                     }
                     counted.push(WatchEventType::Deleted);
-                    out.push(Observation {
-                        at,
-                        change: Change::Delete(o),
-                    });
+                    out.push(Observation { at, change: Change::Delete(o) });
                 }
             }
         }

@@ -55,18 +55,13 @@ pub fn read_files<P: AsRef<Path>>(paths: &[P]) -> Result<Capture, ReplayError> {
     let mut skipped = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ReplayError::Read { path: path.display().to_string(), source })?;
         let (e, s) = parse(&text, &path.display().to_string(), i);
         events.extend(e);
         skipped.extend(s);
     }
-    Ok(Capture {
-        observations: merge(events),
-        skipped,
-    })
+    Ok(Capture { observations: merge(events), skipped })
 }
 
 /// Parses one file's text (either form).
@@ -78,11 +73,7 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
         match decode(value, file_index, seq) {
             Ok(Some(e)) => events.push(e),
             Ok(None) => {}
-            Err(reason) => skipped.push(Skipped {
-                file: file.into(),
-                line,
-                reason,
-            }),
+            Err(reason) => skipped.push(Skipped { file: file.into(), line, reason }),
         }
     };
     if is_json_lines(text) {
@@ -92,11 +83,9 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
             }
             match serde_json::from_str::<Value>(line) {
                 Ok(v) => push(v, n + 1, &mut events, &mut skipped),
-                Err(e) => skipped.push(Skipped {
-                    file: file.into(),
-                    line: n + 1,
-                    reason: format!("not JSON: {e}"),
-                }),
+                Err(e) => {
+                    skipped.push(Skipped { file: file.into(), line: n + 1, reason: format!("not JSON: {e}") })
+                }
             }
         }
         return (events, skipped);
@@ -118,11 +107,7 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
             Some(Err(e)) => {
                 let err_at = offset + rest.len() - rest.trim_start().len();
                 let line = line_of(text, err_at);
-                skipped.push(Skipped {
-                    file: file.into(),
-                    line,
-                    reason: format!("not JSON: {e}"),
-                });
+                skipped.push(Skipped { file: file.into(), line, reason: format!("not JSON: {e}") });
                 match next_object_start(text, err_at + 1) {
                     Some(next) => offset = next,
                     None => break,
@@ -134,19 +119,13 @@ pub fn parse(text: &str, file: &str, file_index: usize) -> (Vec<Event>, Vec<Skip
 }
 
 fn is_json_lines(text: &str) -> bool {
-    text.lines().find(|l| !l.trim().is_empty()).is_some_and(|first| {
-        serde_json::from_str::<Value>(first)
-            .map(|v| v.is_object())
-            .unwrap_or(false)
-    })
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|first| serde_json::from_str::<Value>(first).map(|v| v.is_object()).unwrap_or(false))
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
-    text[..byte.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text[..byte.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 fn next_object_start(text: &str, from: usize) -> Option<usize> {
@@ -189,26 +168,14 @@ fn decode(value: Value, file: usize, seq: usize) -> Result<Option<Event>, String
     match kind.as_str() {
         "BOOKMARK" => return Ok(None),
         "ERROR" => {
-            return Err(format!(
-                "watch error event: {}",
-                object.get("message").unwrap_or(&Value::Null)
-            ));
+            return Err(format!("watch error event: {}", object.get("message").unwrap_or(&Value::Null)));
         }
         _ => {}
     }
     let object = Object::from_json(object).map_err(|e| e.to_string())?;
-    let resource_version = object
-        .metadata()
-        .resource_version
-        .as_deref()
-        .and_then(|rv| rv.parse::<u64>().ok());
-    Ok(Some(Event {
-        observed_at,
-        resource_version,
-        change: change(object)?,
-        file,
-        seq,
-    }))
+    let resource_version =
+        object.metadata().resource_version.as_deref().and_then(|rv| rv.parse::<u64>().ok());
+    Ok(Some(Event { observed_at, resource_version, change: change(object)?, file, seq }))
 }
 
 /// Merges the events of all files: by `observedAt` when every event has one, else by numeric
@@ -225,11 +192,7 @@ pub fn merge(mut events: Vec<Event>) -> Vec<Observation> {
     events
         .into_iter()
         .map(|e| {
-            let at = e
-                .observed_at
-                .or_else(|| latest_time(&e.change))
-                .unwrap_or(last)
-                .max(last);
+            let at = e.observed_at.or_else(|| latest_time(&e.change)).unwrap_or(last).max(last);
             last = at;
             Observation { at, change: e.change }
         })
@@ -297,16 +260,8 @@ mod tests {
         let (events, skipped) = parse(&text, "cap.jsonl", 0);
         assert_eq!(events.len(), 2);
         assert_eq!(skipped.iter().map(|s| s.line).collect::<Vec<_>>(), vec![2, 3]);
-        assert!(
-            skipped[0].to_string().starts_with("cap.jsonl:2: not JSON"),
-            "{}",
-            skipped[0]
-        );
-        assert!(
-            skipped[1].reason.starts_with("malformed object"),
-            "{}",
-            skipped[1]
-        );
+        assert!(skipped[0].to_string().starts_with("cap.jsonl:2: not JSON"), "{}", skipped[0]);
+        assert!(skipped[1].reason.starts_with("malformed object"), "{}", skipped[1]);
         let obs = merge(events);
         assert_eq!(obs[0].at, Ts::parse("2026-08-20T12:00:02Z").unwrap());
         assert!(matches!(obs[1].change, Change::Delete(_)));
@@ -350,10 +305,7 @@ mod tests {
     #[test]
     fn what_record_writes_replay_reads() {
         let (events, _) = parse(&format!("{{\"type\":\"ADDED\",\"object\":{JOB}}}"), "x", 0);
-        let obs = Observation {
-            at: Ts(1_787_227_205_000),
-            change: events[0].change.clone(),
-        };
+        let obs = Observation { at: Ts(1_787_227_205_000), change: events[0].change.clone() };
         let line = to_json_line(&obs).unwrap();
         let (again, skipped) = parse(&line, "y", 0);
         assert!(skipped.is_empty());

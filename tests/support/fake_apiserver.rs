@@ -58,14 +58,10 @@ pub fn bookmark(api_version: &str, kind: &str, rv: u64) -> Value {
 
 impl FakeApi {
     pub fn set(&self, path: &str, items: Vec<Value>, resource_version: u64, watches: Vec<WatchScript>) {
-        self.collections.lock().unwrap().insert(
-            path.to_string(),
-            Collection {
-                items,
-                resource_version,
-                watches: watches.into(),
-            },
-        );
+        self.collections
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), Collection { items, resource_version, watches: watches.into() });
     }
 
     pub fn update(&self, path: &str, f: impl FnOnce(&mut Collection)) {
@@ -74,13 +70,7 @@ impl FakeApi {
     }
 
     pub fn requests_to(&self, path: &str) -> Vec<String> {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.starts_with(&format!("{path}?")))
-            .cloned()
-            .collect()
+        self.requests.lock().unwrap().iter().filter(|r| r.starts_with(&format!("{path}?"))).cloned().collect()
     }
 
     pub async fn start(&self) -> SocketAddr {
@@ -99,26 +89,16 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
     let watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
     let mut collections = api.collections.lock().unwrap();
     let Some(c) = collections.get_mut(&path) else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            status(404, "NotFound", "no such collection"),
-        );
+        return json_response(StatusCode::NOT_FOUND, status(404, "NotFound", "no such collection"));
     };
     if !watch {
         // Pages of `limit` items with a `continue` token, as the real API server serves them.
         let param = |name: &str| {
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .map(str::to_string)
+            query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}="))).map(str::to_string)
         };
-        let limit = param("limit")
-            .and_then(|l| l.parse::<usize>().ok())
-            .filter(|l| *l > 0)
-            .unwrap_or(usize::MAX);
-        let start = param("continue")
-            .and_then(|c| c.parse::<usize>().ok())
-            .unwrap_or(0);
+        let limit =
+            param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let start = param("continue").and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
         let end = start.saturating_add(limit).min(c.items.len());
         let mut metadata = json!({ "resourceVersion": c.resource_version.to_string() });
         if end < c.items.len() {
@@ -127,10 +107,7 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         let body = json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": &c.items[start.min(end)..end] });
         return json_response(StatusCode::OK, body);
     }
-    let script = c.watches.pop_front().unwrap_or(WatchScript {
-        events: Vec::new(),
-        end: WatchEnd::Hang,
-    });
+    let script = c.watches.pop_front().unwrap_or(WatchScript { events: Vec::new(), end: WatchEnd::Hang });
     drop(collections);
     let mut lines: Vec<Result<String, std::io::Error>> =
         script.events.iter().map(|e| Ok(format!("{e}\n"))).collect();
@@ -149,10 +126,7 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         )),
         _ => Body::from_stream(head),
     };
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap()
+    Response::builder().header("content-type", "application/json").body(body).unwrap()
 }
 
 fn json_response(code: StatusCode, body: Value) -> Response {

@@ -31,9 +31,7 @@ impl TraceService for Received {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.traces.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
@@ -44,9 +42,7 @@ impl MetricsService for Received {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.metrics.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
 
@@ -67,19 +63,13 @@ pub async fn grpc(received: Received) -> SocketAddr {
 async fn http_traces(State(r): State<Received>, body: Bytes) -> Vec<u8> {
     let req = ExportTraceServiceRequest::decode(body).expect("OTLP/HTTP trace body is protobuf");
     r.traces.lock().unwrap().push(req);
-    ExportTraceServiceResponse {
-        partial_success: None,
-    }
-    .encode_to_vec()
+    ExportTraceServiceResponse { partial_success: None }.encode_to_vec()
 }
 
 async fn http_metrics(State(r): State<Received>, body: Bytes) -> Vec<u8> {
     let req = ExportMetricsServiceRequest::decode(body).expect("OTLP/HTTP metrics body is protobuf");
     r.metrics.lock().unwrap().push(req);
-    ExportMetricsServiceResponse {
-        partial_success: None,
-    }
-    .encode_to_vec()
+    ExportMetricsServiceResponse { partial_success: None }.encode_to_vec()
 }
 
 /// Starts an HTTP/protobuf receiver (`/v1/traces`, `/v1/metrics`); returns its address.

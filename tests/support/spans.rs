@@ -66,17 +66,9 @@ pub fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<FlatSpan> {
                         name: s.name.clone(),
                         start_ns: s.start_time_unix_nano,
                         end_ns: s.end_time_unix_nano,
-                        attrs: s
-                            .attributes
-                            .iter()
-                            .map(|kv| (kv.key.clone(), value_str(&kv.value)))
-                            .collect(),
+                        attrs: s.attributes.iter().map(|kv| (kv.key.clone(), value_str(&kv.value))).collect(),
                         status: s.status.as_ref().map(|st| st.code).unwrap_or(0),
-                        events: s
-                            .events
-                            .iter()
-                            .map(|e| (e.name.clone(), e.time_unix_nano))
-                            .collect(),
+                        events: s.events.iter().map(|e| (e.name.clone(), e.time_unix_nano)).collect(),
                         service: service.clone(),
                     });
                 }
@@ -110,10 +102,7 @@ pub fn check_traces(spans: &[FlatSpan]) -> Result<usize, String> {
         if root.parent != "0000000000000000" && !root.parent.is_empty() {
             return Err(format!("root of {trace} has a parent"));
         }
-        let uid = root
-            .attrs
-            .get("agentrun.uid")
-            .ok_or("root without agentrun.uid")?;
+        let uid = root.attrs.get("agentrun.uid").ok_or("root without agentrun.uid")?;
         let expected = format!("{:032x}", agentrun_lifecycle_exporter::engine::ids::trace_id(uid));
         if &expected != trace {
             return Err(format!("trace id {trace} is not derived from uid {uid}"));
@@ -179,22 +168,11 @@ pub fn diff(left: &[FlatSpan], right: &[FlatSpan]) -> String {
     for (k, a) in &l {
         match r.get(k) {
             None => {
-                let _ = writeln!(
-                    out,
-                    "only left: {} {} {:?}",
-                    a.name,
-                    a.span_id,
-                    a.attrs.get("k8s.job.name")
-                );
+                let _ =
+                    writeln!(out, "only left: {} {} {:?}", a.name, a.span_id, a.attrs.get("k8s.job.name"));
             }
             Some(b) if a != b => {
-                let _ = writeln!(
-                    out,
-                    "differs: {} {} {:?}",
-                    a.name,
-                    a.span_id,
-                    a.attrs.get("k8s.job.name")
-                );
+                let _ = writeln!(out, "differs: {} {} {:?}", a.name, a.span_id, a.attrs.get("k8s.job.name"));
                 if a.start_ns != b.start_ns || a.end_ns != b.end_ns {
                     let _ = writeln!(
                         out,
@@ -229,13 +207,7 @@ pub fn diff(left: &[FlatSpan], right: &[FlatSpan]) -> String {
     }
     for (k, b) in &r {
         if !l.contains_key(k) {
-            let _ = writeln!(
-                out,
-                "only right: {} {} {:?}",
-                b.name,
-                b.span_id,
-                b.attrs.get("k8s.job.name")
-            );
+            let _ = writeln!(out, "only right: {} {} {:?}", b.name, b.span_id, b.attrs.get("k8s.job.name"));
         }
     }
     out
