@@ -456,17 +456,18 @@ impl Simulator {
             // The old Job lives on until its TTL; the run moves on with a new one.
             let old = self.runs.get_mut(&id).and_then(|r| r.job.take());
             let pod = self.runs.get_mut(&id).and_then(|r| r.pod.take());
-            self.retire(old, pod, patch);
+            let ttl = self.runs.get(&id).map_or(90, |r| r.plan.ttl);
+            self.retire(old, pod, patch, ttl);
             self.after(delay, Action::CreateJob(id));
         }
     }
 
     /// A workflow moved on from `job`: its TTL deletion happens on a side track.
-    fn retire(&mut self, job: Option<Job>, pod: Option<Pod>, patch: bool) {
-        let Some(mut job) = job else { return };
+    fn retire(&mut self, job: Option<Job>, pod: Option<Pod>, patch: bool, ttl: i64) {
+        let Some(job) = job else { return };
         self.retired += 1;
         let id = self.retired;
-        let ttl = job.spec.ttl_seconds_after_finished.unwrap_or(90);
+        let ttl = job.spec.ttl_seconds_after_finished.unwrap_or(ttl);
         let finished = job
             .status
             .conditions
@@ -474,9 +475,6 @@ impl Simulator {
             .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
             .and_then(|c| c.last_transition_time)
             .unwrap_or(self.now);
-        if patch {
-            job.spec.ttl_seconds_after_finished = Some(ttl);
-        }
         let side = SimRun {
             run: AgentRun::default(),
             runtime: Runtime::Job,

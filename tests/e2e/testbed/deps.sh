@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Checks the machine has what the test suite needs, and installs the missing Debian packages when it can
+# (as root, or with password-less sudo). Toolchains (Rust, Go, Python 3) are not installed here.
+set -euo pipefail
+
+missing_tools=()
+for tool in cargo go python3; do
+  command -v "$tool" >/dev/null 2>&1 || [[ $tool == go && -x /usr/local/go/bin/go ]] || missing_tools+=("$tool")
+done
+if ((${#missing_tools[@]})); then
+  echo "deps: missing toolchains: ${missing_tools[*]} (install Rust with rustup, Go >= 1.26, Python 3)" >&2
+  exit 1
+fi
+
+# command -> Debian package
+declare -A packages=(
+  [prometheus]=prometheus [promtool]=prometheus [jq]=jq [openssl]=openssl [curl]=curl
+  [ss]=iproute2 [ps]=procps [flock]=util-linux [setsid]=util-linux
+)
+want=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || want+=("${packages[$cmd]}")
+done
+((${#want[@]})) || exit 0
+mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+
+if [[ $(id -u) -eq 0 ]]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo -n)
+else
+  echo "deps: missing Debian packages: ${want[*]}; install them (apt-get install ${want[*]}) and run again" >&2
+  exit 1
+fi
+echo "deps: installing ${want[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   format and lint, unit and integration tests, alert rule tests (promtool), dashboard checks, chart tests
+#   (Helm), and the end-to-end scenarios on a real Kubernetes control plane with Jaeger and Prometheus.
+# The first run builds the end-to-end test bed from the Go module proxy (about 30 minutes on 2 cores; later
+# runs reuse ~/.cache/agentrun-lifecycle-exporter). Every suite runs even if an earlier one failed; the last
+# line says how many passed and failed, and the exit code is non-zero if any failed.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+passed=0
+failed=0
+failures=()
+suite() {
+  local name=$1
+  shift
+  echo
+  echo "=== $name"
+  local started=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok ($((SECONDS - started)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== $name: FAILED ($((SECONDS - started)) s)"
+  fi
+}
+
+tests/e2e/testbed/deps.sh || exit 1
+
+suite "format" cargo fmt --check
+suite "clippy" cargo clippy --all-targets --quiet -- -D warnings
+suite "unit and integration tests" cargo test --quiet
+suite "test bed build" tests/e2e/testbed/build.sh
+# Helm and promtool for the chart and alert suites: the test bed's builds.
+# shellcheck disable=SC1091
+source tests/e2e/testbed/lib.sh
+HELM=$(testbed_bin helm 2>/dev/null || command -v helm || true)
+PROMTOOL=$(command -v promtool || true)
+export HELM PROMTOOL
+suite "alert rules (promtool)" alerts/test.sh
+suite "dashboards (static)" dashboards/test.sh
+suite "chart (helm)" deploy/test.sh
+suite "end to end" tests/e2e/run.sh
+
+echo
+if ((failed)); then
+  echo "failed suites: ${failures[*]}"
+fi
+echo "suites: $passed passed, $failed failed"
+((failed == 0))
