@@ -97,11 +97,7 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize) -> (u64, String) {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentrun-lifecycle-exporter"))
         .args(["watch", "--metrics-addr", &metrics_addr])
@@ -136,10 +132,7 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize) -> (u64, String) {
 fn get(addr: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     Ok(buf)
@@ -155,27 +148,15 @@ fn engine_per_run(n: usize) -> f64 {
     let before = rss_kib(std::process::id());
     let mut tracker = Tracker::new(TrackerConfig::default());
     for i in 0..n {
-        let spec = RunSpec::job(
-            "agents",
-            &format!("codex-run-{i:05}"),
-            &format!("6f1c2a9e-3b7d-4c1e-9a55-{i:012}"),
-        );
+        let spec =
+            RunSpec::job("agents", &format!("codex-run-{i:05}"), &format!("6f1c2a9e-3b7d-4c1e-9a55-{i:012}"));
         let mut run = upstream::agentrun(&spec, t0);
         let mut job = upstream::job(&run, &format!("9b3e7f42-1c6a-4d8e-b2f0-{i:012}"), None, None, t0);
         upstream::submitted(&mut run, &job, t0);
         upstream::job_started(&mut job, t0);
-        let pod = upstream::pod(
-            &job,
-            "7xq2m",
-            &format!("2d4f6a8c-0e1a-4b3c-9d5e-{i:012}"),
-            "worker-3",
-            t0,
-        );
+        let pod = upstream::pod(&job, "7xq2m", &format!("2d4f6a8c-0e1a-4b3c-9d5e-{i:012}"), "worker-3", t0);
         for o in [Object::AgentRun(run), Object::Job(job), Object::Pod(pod)] {
-            tracker.apply(Observation {
-                at: t0,
-                change: Change::Upsert(o),
-            });
+            tracker.apply(Observation { at: t0, change: Change::Upsert(o) });
         }
     }
     let after = rss_kib(std::process::id());

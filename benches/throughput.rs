@@ -24,10 +24,7 @@ fn main() {
     }
     let scope = InstrumentationScope::builder("bench").build();
     for round in 0..3 {
-        let mut tracker = Tracker::new(TrackerConfig {
-            settle_ms: 5_000,
-            ..TrackerConfig::default()
-        });
+        let mut tracker = Tracker::new(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() });
         let started = Instant::now();
         let mut facts = 0usize;
         let mut spans = 0usize;
