@@ -88,15 +88,7 @@ fn measure(rt: &tokio::runtime::Runtime, n: usize) -> (u64, String) {
         api.start().await
     });
     let dir = std::env::temp_dir().join(format!("agentrun-mem-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: f\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: f\n  context:\n    cluster: f\n    user: f\n    namespace: agents\ncurrent-context: f\nusers:\n- name: f\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = fake_apiserver::kubeconfig(addr, &dir, "agents");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentrun-lifecycle-exporter"))

@@ -181,17 +181,7 @@ fn watch_binary_becomes_ready_and_counts_events() {
         api.start().await
     });
     let dir = std::env::temp_dir().join(format!("agentrun-watch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: agents\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = support::fake_apiserver::kubeconfig(addr, &dir, "agents");
     let metrics_addr = format!("127.0.0.1:{}", support::free_port());
     let mut child = support::exporter()
         .args(["watch", "--metrics-addr", &metrics_addr])

@@ -343,12 +343,7 @@ impl Tracker {
     }
 
     fn intern(&mut self, ns: &str) -> Arc<str> {
-        if let Some(existing) = self.namespaces.get(ns) {
-            return existing.clone();
-        }
-        let arc: Arc<str> = Arc::from(ns);
-        self.namespaces.insert(arc.clone());
-        arc
+        shared_in(&mut self.namespaces, ns)
     }
 
     fn note_relist(&mut self, kind: Kind, namespace: &Arc<str>, uid: &str) {
@@ -433,12 +428,7 @@ impl Tracker {
 
     /// A shared copy of a low-cardinality string (agent, provider, step, node, reason names).
     fn shared(&mut self, s: &str) -> Arc<str> {
-        if let Some(existing) = self.strings.get(s) {
-            return existing.clone();
-        }
-        let arc: Arc<str> = Arc::from(s);
-        self.strings.insert(arc.clone());
-        arc
+        shared_in(&mut self.strings, s)
     }
 
     fn run_uid_of_job(&self, job_uid: &str) -> Option<Arc<str>> {
@@ -1236,6 +1226,16 @@ impl Tracker {
         }
         g
     }
+}
+
+/// The set's copy of `s`, added if missing, so equal strings share one allocation.
+fn shared_in(set: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(existing) = set.get(s) {
+        return existing.clone();
+    }
+    let arc: Arc<str> = Arc::from(s);
+    set.insert(arc.clone());
+    arc
 }
 
 /// Pushes without the default growth to four elements: most runs have one Job and a Job one Pod.

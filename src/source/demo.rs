@@ -355,13 +355,7 @@ impl Simulator {
                 let ttl = r.plan.ttl;
                 let Some(job) = r.job.as_mut() else { return };
                 job.spec.ttl_seconds_after_finished = Some(ttl);
-                let finished = job
-                    .status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                    .and_then(|c| c.last_transition_time)
-                    .unwrap_or(self.now);
+                let finished = finished_at(job).unwrap_or(self.now);
                 let job = job.clone();
                 self.emit(out, Change::Upsert(Object::Job(job)));
                 let due = finished.add_secs(ttl).max(self.now);
@@ -468,13 +462,7 @@ impl Simulator {
         self.retired += 1;
         let id = self.retired;
         let ttl = job.spec.ttl_seconds_after_finished.unwrap_or(ttl);
-        let finished = job
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
-            .and_then(|c| c.last_transition_time)
-            .unwrap_or(self.now);
+        let finished = finished_at(&job).unwrap_or(self.now);
         let side = SimRun {
             run: AgentRun::default(),
             runtime: Runtime::Job,
@@ -500,6 +488,15 @@ impl Simulator {
             self.schedule(due, Action::TtlDelete(id));
         }
     }
+}
+
+/// When the Job controller marked the Job finished: the TTL clock's reference.
+fn finished_at(job: &Job) -> Option<Ts> {
+    job.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete" || c.type_ == "Failed")
+        .and_then(|c| c.last_transition_time)
 }
 
 #[cfg(test)]

@@ -137,6 +137,23 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code })
 }
 
+/// Writes a kubeconfig for the fake server (plain HTTP, no credentials, default namespace `namespace`) into
+/// `dir` and returns its path, for running the exporter binary against it.
+pub fn kubeconfig(addr: SocketAddr, dir: &std::path::Path, namespace: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {namespace}\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A kube client talking plain HTTP to the fake server.
 pub fn client(addr: SocketAddr) -> kube::Client {
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
