@@ -213,7 +213,9 @@ build_jaeger() {
   (
     cd "${src}"
     gorun get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@${JAEGER_MODULE_VERSION}"
-    gorun build -p "${BUILD_JOBS}" -ldflags '-s -w' -o "${out}/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+    gorun build -p "${BUILD_JOBS}" \
+      -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=${JAEGER_V2_VERSION}" \
+      -o "${out}/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
   )
 }
 

@@ -35,37 +35,45 @@ session_pids() { # PID
   ps -o pid= -s "$1" 2>/dev/null | tr -d ' ' || true
 }
 
-mapfile -t entries < <(tac "${PIDS}")
-targets=()
-for entry in "${entries[@]}"; do
-  read -r name pid <<<"${entry}"
-  if ours "${pid}"; then
-    testbed_log "stopping ${name} (pid ${pid})"
-    # Signal the whole session so wrapper/child processes go too.
-    mapfile -t members < <(session_pids "${pid}")
-    kill -TERM "${members[@]}" 2>/dev/null || true
-    targets+=("${pid}")
-  fi
-done
-
-deadline=$(($(date +%s) + TIMEOUT))
-for pid in "${targets[@]}"; do
-  while [[ -n "$(session_pids "${pid}")" ]]; do
-    if (($(date +%s) >= deadline)); then
+# stop_phase all-but-etcd|etcd: TERM the recorded sessions of that phase,
+# newest first, wait for them with one shared deadline, then KILL.
+ALL_TARGETS=()
+stop_phase() {
+  local phase="$1" name pid deadline targets=() members entries
+  mapfile -t entries < <(tac "${PIDS}" | awk -v p="${phase}" '(p == "etcd") == ($1 == "etcd")')
+  for entry in "${entries[@]}"; do
+    read -r name pid <<<"${entry}"
+    if ours "${pid}"; then
+      testbed_log "stopping ${name} (pid ${pid})"
+      # Signal the whole session so child processes go too.
       mapfile -t members < <(session_pids "${pid}")
-      if ((${#members[@]})); then
-        testbed_log "pid ${pid} did not stop after ${TIMEOUT}s; sending SIGKILL"
-        kill -KILL "${members[@]}" 2>/dev/null || true
+      kill -TERM "${members[@]}" 2>/dev/null || true
+      targets+=("${pid}")
+      ALL_TARGETS+=("${pid}")
+    fi
+  done
+  deadline=$(($(date +%s) + TIMEOUT))
+  for pid in "${targets[@]}"; do
+    while [[ -n "$(session_pids "${pid}")" ]]; do
+      if (($(date +%s) >= deadline)); then
+        mapfile -t members < <(session_pids "${pid}")
+        if ((${#members[@]})); then
+          testbed_log "pid ${pid} did not stop after ${TIMEOUT}s; sending SIGKILL"
+          kill -KILL "${members[@]}" 2>/dev/null || true
+        fi
+        sleep 0.2
+        break
       fi
       sleep 0.2
-      break
-    fi
-    sleep 0.2
+    done
   done
-done
+}
 
+# etcd last, so the API server can shut down cleanly while its storage is up.
+stop_phase all-but-etcd
+stop_phase etcd
 left=()
-for pid in "${targets[@]}"; do
+for pid in "${ALL_TARGETS[@]}"; do
   mapfile -t members < <(session_pids "${pid}")
   left+=("${members[@]}")
 done

@@ -21,6 +21,33 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 [[ $# -eq 1 ]] || testbed_die "usage: $0 STATE_DIR"
 mkdir -p "$1"
 STATE_DIR="$(cd "$1" && pwd)"
+
+# Free ports are picked before the processes bind them, so something else
+# (e.g. a second test bed starting at the same moment) may take one in
+# between. The start-up is then retried with new ports, up to 3 times.
+if [[ -z "${TESTBED_UP_ATTEMPT:-}" ]]; then
+  for attempt in 1 2 3; do
+    TESTBED_UP_ATTEMPT="${attempt}" "${BASH_SOURCE[0]}" "${STATE_DIR}" &
+    child=$!
+    trap 'kill -TERM "${child}" 2>/dev/null || true' TERM INT HUP
+    rc=0
+    wait "${child}" || rc=$?
+    # wait returns early when a trapped signal arrives; let the child finish.
+    while kill -0 "${child}" 2>/dev/null; do
+      wait "${child}" || rc=$?
+    done
+    trap - TERM INT HUP
+    if ((rc == 0)); then
+      exit 0
+    fi
+    if ((rc < 128)) && ((attempt < 3)) &&
+      grep -qs 'address already in use' "${STATE_DIR}"/logs/*.log; then
+      testbed_log "a port was taken during start-up; retrying with new ports"
+      continue
+    fi
+    exit "${rc}"
+  done
+fi
 TIMEOUT="${TESTBED_START_TIMEOUT:-120}"
 KWOK_STAGES="${TESTBED_KWOK_STAGES:-${TESTBED_DIR}/kwok-stages.yaml}"
 KWOK_NODE_NAME="testbed-kwok-node"
@@ -237,6 +264,9 @@ extensions:
         memory:
           max_traces: 100000
   jaeger_query:
+    # Jaeger would otherwise trace its own queries to the default OTLP
+    # endpoint (localhost:4317), which is not ours.
+    enable_tracing: false
     storage:
       traces: memstore
     http:
