@@ -217,6 +217,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut totals = std::collections::BTreeMap::<String, u64>::new();
+    let mut shown = 0u64;
     loop {
         let sim_now =
             Ts::now().min(start.add_millis((began.elapsed().as_secs_f64() * args.speed * 1000.0) as i64));
@@ -231,7 +232,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         pipeline.tick(sim_now);
         for r in pipeline.take_completed() {
             *totals.entry(format!("{}/{}", r.outcome, r.reason.as_deref().unwrap_or("-"))).or_default() += 1;
-            println!("{}", demo_line(pipeline.completed_runs(), args.runs, &r));
+            shown += 1;
+            println!("{}", demo_line(shown, args.runs, &r));
         }
         if sim.next_at().is_none() || args.runs.is_some_and(|n| pipeline.completed_runs() >= n) {
             break;
@@ -243,7 +245,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     pipeline.flush();
     for r in pipeline.take_completed() {
-        println!("{}", demo_line(pipeline.completed_runs(), args.runs, &r));
+        *totals.entry(format!("{}/{}", r.outcome, r.reason.as_deref().unwrap_or("-"))).or_default() += 1;
+        shown += 1;
+        println!("{}", demo_line(shown, args.runs, &r));
     }
     if let Some(mut w) = record {
         w.flush()?;
