@@ -81,6 +81,8 @@ Args: cfg, root, appVersion, and the optional namespaces, jobTtlSeconds, agentRu
       value: {{ $c.otel.serviceName | quote }}
     - name: OTEL_RESOURCE_ATTRIBUTES
       value: {{ join "," $attrs | quote }}
+    - name: OTEL_METRICS_EXPORTER
+      value: {{ $c.otel.metricsExporter | default "prometheus" | quote }}
     {{- with $c.otel.endpoint }}
     - name: OTEL_EXPORTER_OTLP_ENDPOINT
       value: {{ . | quote }}
