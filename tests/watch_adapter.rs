@@ -210,3 +210,62 @@ fn watch_binary_becomes_ready_and_counts_events() {
     // The default namespace is the kubeconfig context's.
     assert!(api.requests.lock().unwrap().iter().any(|r| r.starts_with(JOBS)));
 }
+
+/// `record` writes what the watches see as JSON Lines with `observedAt`, narrowed (no env values), and
+/// `replay` reads it back.
+#[test]
+fn record_writes_what_replay_reads() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = FakeApi::default();
+    let mut leaky = job("r-job", "job-a", 8, finished());
+    leaky["spec"]["template"] = json!({"spec": {"containers": [{"name": "agent-runner", "env": [{"name": "TOKEN", "value": "s3cr3t"}]}]}});
+    let mut collected = run();
+    collected["status"]["phase"] = json!("Succeeded");
+    collected["status"]["updatedAt"] = json!("2026-08-20T12:01:02.250Z");
+    collected["status"]["conditions"] = json!([{"type": "Succeeded", "status": "True", "reason": "Completed", "lastTransitionTime": "2026-08-20T12:01:02.249Z"}]);
+    let addr = rt.block_on(async {
+        api.set(RUNS, vec![collected], 10, vec![]);
+        api.set(JOBS, vec![leaky], 10, vec![]);
+        api.set(PODS, vec![], 10, vec![]);
+        api.start().await
+    });
+    let dir = std::env::temp_dir().join(format!("agentrun-record-{}", std::process::id()));
+    let kubeconfig = support::fake_apiserver::kubeconfig(addr, &dir, "agents");
+    let out = dir.join("capture.jsonl");
+    let mut child = support::exporter()
+        .args(["record", "--out"])
+        .arg(&out)
+        .env("KUBECONFIG", &kubeconfig)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::fs::read_to_string(&out).unwrap_or_default().lines().count() >= 2 {
+            break;
+        }
+    }
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "record exits 0 on SIGTERM: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v["observedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(v["type"] == "MODIFIED" && v["object"]["kind"].is_string(), "{line}");
+    }
+    assert!(!text.contains("s3cr3t"));
+    let replayed = support::exporter()
+        .args(["replay", "--format", "json"])
+        .arg(&out)
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success());
+    assert!(
+        summary.contains(r#""name":"r","uid":"run-uid","runtime":"job","outcome":"succeeded""#),
+        "{summary}"
+    );
+}
