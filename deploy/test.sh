@@ -96,11 +96,9 @@ verbs=$("$helm" template t "$chart" -n agents -f "$here/ci/full-values.yaml" --s
   awk '/^ *verbs:$/ { v = 1; match($0, /^ */); ind = RLENGTH; next }
        v && match($0, /^ *- /) && RLENGTH == ind + 2 { print $2; next } { v = 0 }' | sort -u | tr '\n' ' ')
 if [[ $verbs == "get list watch " ]]; then ok "RBAC verbs: $verbs"; else ko "RBAC verbs are not only get/list/watch: $verbs"; fi
-if awk '/^kind: Role$/,/^---/' "$tmp/full.yaml" | grep -q 'leases' && count_is "$tmp/full.yaml" '^    - leases$' 1; then
-  ok "leases are readable in the release namespace only"
-else
-  ko "leases rule"
-fi
+resources=$("$helm" template t "$chart" -n agents -f "$here/ci/full-values.yaml" --show-only templates/rbac.yaml |
+  awk '/^ *resources:$/ { r = 1; next } r && /^ *- / { print $2; next } { r = 0 }' | sort -u | tr '\n' ' ')
+if [[ $resources == "agentruns jobs pods " ]]; then ok "RBAC resources: $resources"; else ko "RBAC resources are not only agentruns, jobs, pods: $resources"; fi
 
 "$helm" template t "$chart" -n agents --set standalone.enabled=true,rbac.clusterScoped=true >"$tmp/cluster.yaml"
 if count_is "$tmp/cluster.yaml" '^kind: ClusterRole$' 1 && count_is "$tmp/cluster.yaml" '^kind: ClusterRoleBinding$' 1 && count_is "$tmp/cluster.yaml" '^kind: Role$' 0; then
