@@ -113,25 +113,3 @@ testbed_free_port() {
   testbed_die "could not find a free port"
 }
 
-# --- waiting -----------------------------------------------------------------
-
-# testbed_wait_for TIMEOUT_SECONDS DESCRIPTION COMMAND...
-# Runs COMMAND every 0.5s until it succeeds or the timeout passes.
-testbed_wait_for() {
-  local timeout="$1" what="$2" start now
-  shift 2
-  start=$(date +%s)
-  while true; do
-    if "$@" >/dev/null 2>&1; then
-      now=$(date +%s)
-      testbed_log "${what}: ready after $((now - start))s"
-      return 0
-    fi
-    now=$(date +%s)
-    if ((now - start >= timeout)); then
-      testbed_log "${what}: not ready after ${timeout}s"
-      return 1
-    fi
-    sleep 0.5
-  done
-}

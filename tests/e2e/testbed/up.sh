@@ -128,8 +128,8 @@ alive() { # NAME
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
 }
 
-# wait_ready NAME DESCRIPTION COMMAND... : like testbed_wait_for, but fails at
-# once when the process died.
+# wait_ready NAME DESCRIPTION COMMAND... : runs COMMAND until it succeeds; fails
+# at once when the process died, or after TIMEOUT seconds.
 wait_ready() {
   local name="$1" what="$2" start now
   shift 2
