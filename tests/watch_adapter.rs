@@ -129,6 +129,8 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     assert_eq!(
         jobs,
         vec![
+            // Announced before any watch starts, then begun again by the watcher's own first list.
+            "relist Job",
             "relist Job",
             "upsert Job job-a",
             "relisted Job",

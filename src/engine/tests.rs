@@ -727,3 +727,59 @@ fn step_keys_parse_from_names_and_labels() {
     });
     assert_eq!(key, Some(StepKey { index: 1, iteration: Some(3), attempt: 2 }));
 }
+
+/// After a restart the lists arrive in any order: a run found terminal before the Job list must wait for it,
+/// or its Job's spans would never be sent.
+#[test]
+fn terminal_run_listed_before_its_jobs_waits_for_the_job_list() {
+    let mut h =
+        Harness::with(TrackerConfig { count_since: t(100.0), settle_ms: 5_000, ..TrackerConfig::default() });
+    let spec = RunSpec { job_ttl: Some(600), ..RunSpec::job("agents", "r", "run-o") };
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    let mut job = upstream::job(&run, "job-o", None, None, t(1.0));
+    upstream::submitted(&mut run, &job, t(1.4));
+    upstream::job_started(&mut job, t(1.0));
+    upstream::job_finished(&mut job, false, t(50.0));
+    upstream::collected_job_runtime(&mut run, &job, t(51.0));
+    job.spec.ttl_seconds_after_finished = Some(600);
+    for kind in [Kind::Job, Kind::Pod] {
+        h.change(100.0, Change::RelistBegin { kind, namespace: Some("agents".into()) });
+    }
+    h.change(100.0, Change::RelistBegin { kind: Kind::AgentRun, namespace: Some("agents".into()) });
+    h.up(100.1, run);
+    h.change(100.2, Change::RelistEnd { kind: Kind::AgentRun, namespace: Some("agents".into()) });
+    assert_eq!(
+        h.count(|f| matches!(f, Fact::RunComplete { .. })),
+        0,
+        "not complete before its Jobs are listed"
+    );
+    h.up(100.3, job.clone());
+    h.change(100.4, Change::RelistEnd { kind: Kind::Job, namespace: Some("agents".into()) });
+    h.change(100.5, Change::RelistEnd { kind: Kind::Pod, namespace: Some("agents".into()) });
+    assert_eq!(h.phases("r-job").len(), 3, "the Job's phases are exported");
+    upstream::job_deleting(&mut job, t(650.0));
+    h.up(650.1, job.clone());
+    h.del(651.0, job);
+    h.tick(660.0);
+    assert_eq!(h.gone("r-job").len(), 1);
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+}
+
+/// A terminal run whose Jobs are long gone completes once the Job and Pod lists show nothing of them.
+#[test]
+fn terminal_run_without_jobs_completes_after_the_lists() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-p");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    let job = upstream::job(&run, "job-p", None, None, t(1.0));
+    upstream::submitted(&mut run, &job, t(1.4));
+    upstream::collected_job_runtime(&mut run, &job, t(51.0));
+    for kind in [Kind::Job, Kind::Pod] {
+        h.change(100.0, Change::RelistBegin { kind, namespace: None });
+    }
+    h.up(100.1, run);
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 0);
+    h.change(100.2, Change::RelistEnd { kind: Kind::Job, namespace: None });
+    h.change(100.3, Change::RelistEnd { kind: Kind::Pod, namespace: None });
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+}

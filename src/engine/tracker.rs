@@ -419,6 +419,15 @@ impl Tracker {
                 }
             }
         }
+        if matches!(kind, Kind::Job | Kind::Pod) {
+            // Runs that waited for this list to complete.
+            dirty.extend(
+                self.runs
+                    .iter()
+                    .filter(|(_, r)| r.root_emitted && in_scope(&r.info.namespace))
+                    .map(|(u, _)| u.clone()),
+            );
+        }
         dirty.sort();
         dirty.dedup();
         for uid in dirty {
@@ -1083,6 +1092,13 @@ impl Tracker {
     fn evaluate_complete(&mut self, run_uid: &str) {
         let Some(run) = self.runs.get(run_uid) else { return };
         if !run.root_emitted {
+            return;
+        }
+        // While its namespace's Jobs or Pods are being (re)listed, more of the run's objects may still come.
+        let listing = self.relists.keys().any(|(kind, scope)| {
+            matches!(kind, Kind::Job | Kind::Pod) && scope.as_ref().is_none_or(|s| *s == run.info.namespace)
+        });
+        if listing {
             return;
         }
         let jobs_done = run.jobs.iter().all(|u| {

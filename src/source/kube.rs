@@ -126,6 +126,16 @@ pub fn spawn_watches(
     } else {
         scope.namespaces.iter().cloned().map(Some).collect()
     };
+    // Announce the Job and Pod lists before any watch runs: a run found finished in the AgentRun list must wait
+    // for them (its Jobs may still come), whichever list the API server answers first.
+    for ns in &namespaces {
+        for kind in [Kind::Job, Kind::Pod] {
+            let _ = tx.try_send(Observation {
+                at: Ts::now(),
+                change: Change::RelistBegin { kind, namespace: ns.clone() },
+            });
+        }
+    }
     let mut tasks = Vec::new();
     for ns in namespaces {
         let runs = watcher::Config::default().page_size(LIST_PAGE_SIZE);
