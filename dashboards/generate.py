@@ -296,6 +296,12 @@ def thresholds(*steps) -> dict:
 GREEN_ONLY = thresholds(("green", None))
 
 
+def dashed(ref_id):
+    """A field override drawing the series of target `ref_id` dashed (the threshold beside the measure)."""
+    return {"matcher": {"id": "byFrameRefID", "options": ref_id},
+            "properties": [{"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}}]}
+
+
 def timeseries(title, desc, targets, unit="short", stack=False, bars=False, log=False, min_=None,
                th=None, th_style="off", links=None, legend_calcs=("lastNotNull", "max"), overrides=None,
                decimals=None) -> dict:
@@ -726,9 +732,7 @@ def lifecycle(cfg: dict) -> dict:
                       prom_target(q.agg("min", ("namespace",), sel("agentrun_job_ttl_seconds", 'stat="min"')),
                                   lg("TTL {{namespace}}"), "B")],
                      unit="s", min_=0,
-                     overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"},
-                                 "properties": [{"id": "custom.lineStyle",
-                                                 "value": {"dash": [10, 10], "fill": "dash"}}]}]), 12, 8)
+                     overrides=[dashed("B")]), 12, 8)
     L.add(timeseries("Runs ended JobMissing by reason",
                      "Runs that ended with reason JobMissing (job runtime) or WorkflowJobMissing (workflow), "
                      "per interval. Click a bar for the traces of those runs.",
@@ -929,8 +933,7 @@ def ttl_margin(cfg: dict) -> dict:
                      links=[ns_link("Collections in ${__field.labels.namespace} with a TTL margin below warning",
                                     "job.collect", low_margin_conds, {})],
                      overrides=[
-                         {"matcher": {"id": "byFrameRefID", "options": "B"},
-                          "properties": [{"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}}]},
+                         dashed("B"),
                          {"matcher": {"id": "byFrameRefID", "options": "C"},
                           "properties": [{"id": "custom.lineStyle", "value": {"dash": [0, 10], "fill": "dot"}}]},
                      ]), 12, 9)
@@ -1097,9 +1100,7 @@ def ttl_margin(cfg: dict) -> dict:
                       prom_target(q.agg("max", ("namespace",), sel("agentrun_job_ttl_seconds", 'stat="max"')),
                                   lg("max {{namespace}}"), "B")],
                      unit="s", min_=0,
-                     overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"},
-                                 "properties": [{"id": "custom.lineStyle",
-                                                 "value": {"dash": [10, 10], "fill": "dash"}}]}]), 12, 8)
+                     overrides=[dashed("B")]), 12, 8)
     L.add(timeseries("AgentRun retention", "AgentRun retention in force over live AgentRuns, by namespace: min "
                      "(solid) and max (dashed).",
                      [prom_target(q.agg("min", ("namespace",), sel("agentrun_retention_seconds", 'stat="min"')),
@@ -1107,9 +1108,7 @@ def ttl_margin(cfg: dict) -> dict:
                       prom_target(q.agg("max", ("namespace",), sel("agentrun_retention_seconds", 'stat="max"')),
                                   lg("max {{namespace}}"), "B")],
                      unit="s", min_=0,
-                     overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"},
-                                 "properties": [{"id": "custom.lineStyle",
-                                                 "value": {"dash": [10, 10], "fill": "dash"}}]}]), 12, 8)
+                     overrides=[dashed("B")]), 12, 8)
     L.add(table("TTL and retention by namespace",
                 "Now, per namespace: the Job TTL in force, the recommended minimum TTL, the p99 collection delay "
                 "and the TTL left at that delay over the time range, Jobs without TTL and AgentRun retention.",
