@@ -13,6 +13,7 @@ use super::spans::SpanStats;
 use crate::engine::{
     Emitted, Fact, Kind, LiveGauges,
     facts::{Phase, Runtime, TtlApplied},
+    tracker::NamespaceGauges,
 };
 
 /// Delays and durations: 0.5 s to one day.
@@ -240,6 +241,32 @@ impl LifecycleMetrics {
     }
 }
 
+/// A gauge in seconds with a `stat` = `min`/`max` pair per namespace.
+fn min_max_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    live: Arc<Mutex<LiveGauges>>,
+    pick: fn(&NamespaceGauges) -> Option<(i64, i64)>,
+) {
+    meter
+        .i64_observable_gauge(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_callback(move |o| {
+            if let Ok(g) = live.lock() {
+                for (n, v) in &g.namespaces {
+                    if let Some((lo, hi)) = pick(v) {
+                        let ns = KeyValue::new("namespace", n.to_string());
+                        o.observe(lo, &[ns.clone(), KeyValue::new("stat", "min")]);
+                        o.observe(hi, &[ns, KeyValue::new("stat", "max")]);
+                    }
+                }
+            }
+        })
+        .build();
+}
+
 fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanStats>) {
     fn each<F>(live: &Arc<Mutex<LiveGauges>>, f: F)
     where
@@ -285,38 +312,14 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
             })
         })
         .build();
-    let l = live.clone();
-    meter
-        .i64_observable_gauge("agentrun.job.ttl")
-        .with_unit("s")
-        .with_description("Job TTL in force over live Jobs")
-        .with_callback(move |o| {
-            each(&l, |g| {
-                for (n, v) in &g.namespaces {
-                    if let Some((lo, hi)) = v.job_ttl {
-                        o.observe(lo, &[ns(n), KeyValue::new("stat", "min")]);
-                        o.observe(hi, &[ns(n), KeyValue::new("stat", "max")]);
-                    }
-                }
-            })
-        })
-        .build();
-    let l = live.clone();
-    meter
-        .i64_observable_gauge("agentrun.retention")
-        .with_unit("s")
-        .with_description("AgentRun retention in force over live AgentRuns")
-        .with_callback(move |o| {
-            each(&l, |g| {
-                for (n, v) in &g.namespaces {
-                    if let Some((lo, hi)) = v.retention {
-                        o.observe(lo, &[ns(n), KeyValue::new("stat", "min")]);
-                        o.observe(hi, &[ns(n), KeyValue::new("stat", "max")]);
-                    }
-                }
-            })
-        })
-        .build();
+    min_max_gauge(meter, "agentrun.job.ttl", "Job TTL in force over live Jobs", live.clone(), |v| v.job_ttl);
+    min_max_gauge(
+        meter,
+        "agentrun.retention",
+        "AgentRun retention in force over live AgentRuns",
+        live.clone(),
+        |v| v.retention,
+    );
     let l = live.clone();
     meter
         .u64_observable_gauge("agentrun.jobs_without_ttl")
