@@ -133,8 +133,9 @@ fn get(addr: &str, path: &str) -> std::io::Result<String> {
 /// The engine's own state per run, in this process: AgentRun, Job and Pod applied, nothing else retained.
 fn engine_per_run(n: usize) -> f64 {
     use agentrun_lifecycle_exporter::{
-        engine::{Change, Object, Observation, Tracker, TrackerConfig, Ts},
-        upstream::{self, RunSpec},
+        engine::{Tracker, TrackerConfig, Ts},
+        source::{Change, Observation},
+        upstream::{self, RunSpec, UpstreamConfig, objects::Object},
     };
     let t0 = Ts(1_787_227_200_000);
     let before = rss_kib(std::process::id());

@@ -7,7 +7,9 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use agentrun_lifecycle_exporter::{
-    engine::{Change, Fact, Kind, Observation, Tracker, TrackerConfig, Ts},
+    engine::{Fact, Kind, Tracker, TrackerConfig, Ts},
+    source::{Change, Observation},
+    upstream::{self, UpstreamConfig},
     sink::{metrics::LifecycleMetrics, spans::SpanStats},
     source::kube::{Readiness, WatchScope, spawn_watches},
 };

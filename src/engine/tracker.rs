@@ -14,38 +14,22 @@ use std::{
 use super::{
     facts::*,
     ids::name_key,
-    objects::{self, AgentRun, Condition, Job, Kind, Object, Pod},
+    model::{
+        Consumption as ConsumptionKind, Input, JobUpdate, Kind, PodUpdate, RunStatus, RunUpdate, StepPhase,
+        StepPosition, Update,
+    },
     time::{Stamp, TimeSource, Ts},
 };
 
-/// Upstream clamps the Job TTL it patches to this range (`job-runtime.ts`).
-pub const CONTROLLER_TTL_MIN: i64 = 30;
-pub const CONTROLLER_TTL_MAX: i64 = 604_800;
-/// The controller's default when `AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS` is unset or unparseable.
-pub const CONTROLLER_TTL_DEFAULT: i64 = 600;
 /// Kubernetes timestamps are whole seconds: a deletion up to this much before `finish + TTL` still counts as
-/// the TTL controller's.
+/// the TTL controller's, and a Job deleted up to this much before its run's deletion was deleted with it.
 const TTL_DEADLINE_TOLERANCE_MS: i64 = 1000;
-
-/// The Job TTL the agents controller applies, from the value of `AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS`
-/// exactly as `runtime-config.ts` reads it: unset, negative or unparseable → 600, below 30 → 30, then
-/// clamped to [30 s, 7 d].
-pub fn controller_job_ttl(env_value: Option<&str>) -> i64 {
-    let parsed = env_value.and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0);
-    let secs = parsed.map(|v| v.trunc() as i64).unwrap_or(CONTROLLER_TTL_DEFAULT);
-    secs.clamp(CONTROLLER_TTL_MIN, CONTROLLER_TTL_MAX)
-}
 
 #[derive(Clone, Debug)]
 pub struct TrackerConfig {
-    /// The TTL the controller patches onto Jobs of runs that set none (see [`controller_job_ttl`]).
+    /// The TTL the controller patches onto Jobs when a run sets none: the gauge's value for a namespace with
+    /// no live Job.
     pub default_job_ttl: i64,
-    /// `AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS`: retention of runs without `spec.ttlSecondsAfterFinished`
-    /// (`None` when disabled).
-    pub default_retention: Option<i64>,
-    /// `AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS`: retention of runs with
-    /// `spec.ttlSecondsAfterFinished: 0` (`None`: kept forever).
-    pub zero_ttl_retention: Option<i64>,
     /// How long a verdict waits for a late event from another watch (a Job deletion for the AgentRun write
     /// that consumed it; a collection for the TTL patch that follows it).
     pub settle_ms: i64,
@@ -60,39 +44,13 @@ pub struct TrackerConfig {
 impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
-            default_job_ttl: CONTROLLER_TTL_DEFAULT,
-            default_retention: Some(30 * 86_400),
-            zero_ttl_retention: None,
+            default_job_ttl: crate::upstream::CONTROLLER_TTL_DEFAULT,
             settle_ms: 10_000,
             ttl_grace_ms: 300_000,
             count_since: Ts(i64::MIN),
             backfill_window_ms: None,
         }
     }
-}
-
-/// One change the sources saw.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    Upsert(Object),
-    Delete(Object),
-    /// A (re)list of `kind` in `namespace` (all namespaces when `None`) starts; the objects follow as upserts.
-    RelistBegin {
-        kind: Kind,
-        namespace: Option<String>,
-    },
-    /// The list is complete: every tracked object of that scope it did not contain vanished during the gap.
-    RelistEnd {
-        kind: Kind,
-        namespace: Option<String>,
-    },
-}
-
-/// A change and when it was observed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub at: Ts,
-    pub change: Change,
 }
 
 /// Live values for the gauges, computed on demand.
@@ -114,24 +72,38 @@ pub struct NamespaceGauges {
     pub jobs_without_ttl: u64,
 }
 
-/// How the controller will treat the Job TTL of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TtlRule {
-    /// The run overrides it (already clamped).
-    Seconds(i64),
-    /// `runtime.config.ttlSecondsAfterFinished <= 0`: no TTL is patched; Jobs live until the run is deleted.
-    Disabled,
-    /// The controller default.
-    Default,
-}
-
+/// A status write that consumed a Job (collected it, found it missing, or gave up on it).
 #[derive(Clone, Debug)]
 struct Consumption {
     /// [`name_key`] of the Job's name.
     job: u64,
     at: Stamp,
-    missing: bool,
+    kind: ConsumptionKind,
     seen_at: Ts,
+}
+
+impl Consumption {
+    fn missing(&self) -> bool {
+        self.kind == ConsumptionKind::Missing
+    }
+}
+
+/// The first status write that named a Job as the current one of its step (or the run).
+#[derive(Clone, Debug)]
+struct Reference {
+    job: u64,
+    /// `updatedAt` of that write.
+    at: Option<Ts>,
+    /// The step attempt the write gave it.
+    attempt: Option<u32>,
+}
+
+/// A Job of the run, in workflow order, kept after the Job itself is forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct HistoryEntry {
+    step: Option<StepKey>,
+    job: u64,
+    finished: Option<Ts>,
 }
 
 #[derive(Clone, Debug)]
@@ -151,17 +123,16 @@ struct Run {
     deleted: Option<Stamp>,
     gone: bool,
     retention: Option<i64>,
-    ttl_rule: TtlRule,
+    /// The TTL the controller will patch onto the run's Jobs (`None`: none).
+    job_ttl: Option<i64>,
     seen_nonterminal: bool,
-    /// Keys of the Job names the status referenced as running, so a later consumption of them is a transition
-    /// we saw.
-    referenced_running: Vec<u64>,
+    /// Jobs the status named as running, so a later consumption of them is a transition we saw.
+    referenced: Vec<Reference>,
     terminal: Option<(RunOutcome, Stamp, Option<Arc<str>>)>,
     missing: Vec<MissingEvent>,
     consumed: Vec<Consumption>,
     steps: Vec<Step>,
-    /// Every Job of the run seen so far, in sequence order, kept after the Job is forgotten.
-    history: Vec<(Option<StepKey>, u64)>,
+    history: Vec<HistoryEntry>,
     jobs: Vec<Arc<str>>,
     root_emitted: bool,
     export: bool,
@@ -207,6 +178,9 @@ struct JobTrack {
     finish: Option<Finish>,
     ttl: Option<Ttl>,
     seen_without_ttl: bool,
+    /// The attempt is not in the Job's name (hashed): it comes from the run's status.
+    attempt_unknown: bool,
+    first_seen: Ts,
     deletion: Option<Stamp>,
     deletion_noticed: Option<Ts>,
     gone: bool,
@@ -247,6 +221,13 @@ struct DoneRun {
     retention: Option<i64>,
 }
 
+/// How a Job names its AgentRun: by uid (owner reference) or by namespace and name (label).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum RunKey {
+    Uid(Arc<str>),
+    Name(Arc<str>, Arc<str>),
+}
+
 /// A relist in progress: the kind, and its namespace (all when `None`).
 type RelistScope = (Kind, Option<Arc<str>>);
 
@@ -263,8 +244,8 @@ pub struct Tracker {
     done: HashMap<Arc<str>, DoneRun>,
     jobs: HashMap<Arc<str>, Box<JobTrack>>,
     pods: HashMap<Arc<str>, Box<PodTrack>>,
-    /// Jobs whose AgentRun is not known yet, by `uid:<run uid>` or `name:<namespace>/<run name>`.
-    waiting_jobs: HashMap<String, Vec<Arc<str>>>,
+    /// Jobs whose AgentRun is not known yet.
+    waiting_jobs: HashMap<RunKey, Vec<Arc<str>>>,
     /// Pods whose Job is not known yet, by Job uid.
     waiting_pods: HashMap<Arc<str>, Vec<Arc<str>>>,
     relists: HashMap<RelistScope, HashSet<Arc<str>>>,
@@ -282,22 +263,19 @@ impl Tracker {
         self.now
     }
 
-    /// Applies one observation and returns the facts it made known.
-    pub fn apply(&mut self, obs: Observation) -> Vec<Emitted> {
-        self.advance(obs.at);
-        let dirty = match obs.change {
-            Change::Upsert(Object::AgentRun(o)) => self.upsert_run(&o, false),
-            Change::Delete(Object::AgentRun(o)) => self.upsert_run(&o, true),
-            Change::Upsert(Object::Job(o)) => self.upsert_job(&o, false),
-            Change::Delete(Object::Job(o)) => self.upsert_job(&o, true),
-            Change::Upsert(Object::Pod(o)) => self.upsert_pod(&o, false),
-            Change::Delete(Object::Pod(o)) => self.upsert_pod(&o, true),
-            Change::RelistBegin { kind, namespace } => {
+    /// Applies one update and returns the facts it made known.
+    pub fn apply(&mut self, input: Input) -> Vec<Emitted> {
+        self.advance(input.at);
+        let dirty = match input.update {
+            Update::Run(o) => self.upsert_run(&o),
+            Update::Job(o) => self.upsert_job(&o),
+            Update::Pod(o) => self.upsert_pod(&o),
+            Update::RelistBegin { kind, namespace } => {
                 let scope = namespace.map(|n| self.intern(&n));
                 self.relists.insert((kind, scope), HashSet::new());
                 None
             }
-            Change::RelistEnd { kind, namespace } => {
+            Update::RelistEnd { kind, namespace } => {
                 let scope = namespace.map(|n| self.intern(&n));
                 self.relist_end(kind, scope);
                 None
@@ -456,65 +434,44 @@ impl Tracker {
     // AgentRuns
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_run(&mut self, o: &AgentRun, deleted: bool) -> Option<Arc<str>> {
-        let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) =
-            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
-            return None;
-        };
-        let namespace = self.intern(ns);
+    fn upsert_run(&mut self, o: &RunUpdate) -> Option<Arc<str>> {
+        let (uid, name) = (o.id.uid.as_str(), o.id.name.as_str());
+        let namespace = self.intern(&o.id.namespace);
         self.note_relist(Kind::AgentRun, &namespace, uid);
         if let Some(done) = self.done.get_mut(uid) {
-            if deleted {
+            if o.gone {
                 self.done.remove(uid);
             } else {
-                done.retention = retention_of(&self.cfg, o);
+                done.retention = o.retention;
             }
             return None;
         }
-        let runtime = match o.spec.runtime.as_ref().map(|r| r.type_.as_str()) {
-            Some("job") => Runtime::Job,
-            Some("workflow") => Runtime::Workflow,
-            // temporal and custom runtimes create no Jobs.
-            _ => return None,
-        };
-        let status = o.status.clone().unwrap_or_default();
-        if status.phase.as_deref() == Some("Template") {
-            return None;
-        }
         let now = self.now;
-        let created = meta.creation_timestamp.as_ref().map(Ts::from_time);
         if !self.runs.contains_key(uid) {
-            let agent = o
-                .spec
-                .agent_ref
-                .as_ref()
-                .map(|a| a.name.clone())
-                .filter(|a| !a.is_empty())
-                .map(|a| self.shared(&a));
+            let agent = o.agent.as_deref().map(|a| self.shared(a));
             let info = Arc::new(RunInfo {
                 namespace: namespace.clone(),
                 name: name.into(),
                 uid: uid.into(),
-                runtime,
+                runtime: o.runtime,
                 agent,
                 provider: None,
             });
-            let terminal_before = terminal_time_hint(o);
+            let terminal_before =
+                o.status.outcome.and(o.status.terminal_at.or(o.status.updated_at));
             let export = match (self.cfg.backfill_window_ms, terminal_before) {
                 (Some(window), Some(t)) => t.0 >= self.cfg.count_since.0.saturating_sub(window),
                 _ => true,
             };
             let run = Run {
                 info,
-                created: created.map(Stamp::object).unwrap_or(Stamp::observed(now)),
+                created: o.created.map(Stamp::object).unwrap_or(Stamp::observed(now)),
                 deleted: None,
                 gone: false,
                 retention: None,
-                ttl_rule: TtlRule::Default,
+                job_ttl: None,
                 seen_nonterminal: false,
-                referenced_running: Vec::new(),
+                referenced: Vec::new(),
                 terminal: None,
                 missing: Vec::new(),
                 consumed: Vec::new(),
@@ -527,39 +484,58 @@ impl Tracker {
             let (key, name_key) = (run.info.uid.clone(), run.info.name.clone());
             self.run_by_name.insert((namespace.clone(), name_key), key.clone());
             self.runs.insert(key, Box::new(run));
-            if self.series_seen.insert((namespace.clone(), runtime)) {
+            if self.series_seen.insert((namespace.clone(), o.runtime)) {
                 self.out.push(Emitted {
-                    fact: Fact::SeriesSeen { namespace: namespace.clone(), runtime },
+                    fact: Fact::SeriesSeen { namespace: namespace.clone(), runtime: o.runtime },
                     counted: true,
                     exported: false,
                 });
             }
             self.adopt_jobs(uid, &namespace, name);
         }
-        let retention = retention_of(&self.cfg, o);
-        let ttl_rule = ttl_rule_of(o);
         let run = self.runs.get_mut(uid)?;
-        run.retention = retention;
-        run.ttl_rule = ttl_rule;
-        if let Some(t) = &meta.deletion_timestamp {
-            run.deleted.get_or_insert(Stamp::object(Ts::from_time(t)));
+        run.retention = o.retention;
+        run.job_ttl = o.job_ttl;
+        if let Some(t) = o.deleting {
+            run.deleted.get_or_insert(Stamp::object(t));
         }
-        if deleted {
+        if o.gone {
             run.gone = true;
             run.deleted.get_or_insert(Stamp::observed(now));
         }
-        apply_run_status(run, &status, now);
+        apply_run_status(run, &o.status, now);
+        let attempts: Vec<(u64, u32)> =
+            run.referenced.iter().filter_map(|r| Some((r.job, r.attempt?))).collect();
+        let jobs = run.jobs.clone();
+        // Jobs whose names do not tell their attempt (hashed) learn it from the status that names them.
+        for job_uid in jobs {
+            let Some(job) = self.jobs.get_mut(&job_uid) else { continue };
+            if !job.attempt_unknown {
+                continue;
+            }
+            let key = name_key(&job.info.name);
+            if let Some((_, attempt)) = attempts.iter().find(|(k, _)| *k == key) {
+                set_attempt(job, *attempt);
+                let entry = (job.info.step.clone(), key);
+                if let Some(run) = self.runs.get_mut(uid) {
+                    remember_job(run, entry.0, key, job.finish.as_ref().map(|f| f.at));
+                }
+            }
+        }
         Some(uid.into())
     }
 
     fn adopt_jobs(&mut self, run_uid: &str, namespace: &Arc<str>, run_name: &str) {
-        let mut waiting = self.waiting_jobs.remove(&format!("uid:{run_uid}")).unwrap_or_default();
-        waiting.extend(self.waiting_jobs.remove(&format!("name:{namespace}/{run_name}")).unwrap_or_default());
-        let mut adopted: Vec<(Option<StepKey>, Arc<str>, Arc<str>)> = Vec::new();
+        let mut waiting = self.waiting_jobs.remove(&RunKey::Uid(run_uid.into())).unwrap_or_default();
+        waiting.extend(
+            self.waiting_jobs.remove(&RunKey::Name(namespace.clone(), run_name.into())).unwrap_or_default(),
+        );
+        let mut adopted: Vec<(Option<StepKey>, Arc<str>, Arc<str>, Option<Ts>)> = Vec::new();
         let mut labels = Vec::new();
         for uid in waiting {
             if let Some(job) = self.jobs.get_mut(&uid) {
-                adopted.push((job.info.step.clone(), job.info.name.clone(), job.info.uid.clone()));
+                let finished = job.finish.as_ref().map(|f| f.at);
+                adopted.push((job.info.step.clone(), job.info.name.clone(), job.info.uid.clone(), finished));
                 labels.extend(job.labels.take());
             }
         }
@@ -568,11 +544,11 @@ impl Tracker {
             for l in labels {
                 take_labels(run, *l);
             }
-            for (step, name, uid) in adopted {
+            for (step, name, uid, finished) in adopted {
                 if !run.jobs.contains(&uid) {
                     push_small(&mut run.jobs, uid);
                 }
-                remember_job(run, step, &name);
+                remember_job(run, step, name_key(&name), finished);
             }
         }
     }
@@ -581,38 +557,23 @@ impl Tracker {
     // Jobs
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_job(&mut self, o: &Job, deleted: bool) -> Option<Arc<str>> {
-        let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) =
-            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
-            return None;
-        };
-        let labels = meta.labels.clone().unwrap_or_default();
-        let owner = objects::agentrun_owner(meta);
-        let run_name = owner
-            .map(|o| o.name.as_str())
-            .or_else(|| labels.get(objects::LABEL_AGENT_RUN).map(String::as_str))
-            .unwrap_or_default();
-        if run_name.is_empty() {
-            return None;
-        }
-        let namespace = self.intern(ns);
+    fn upsert_job(&mut self, o: &JobUpdate) -> Option<Arc<str>> {
+        let (uid, name) = (o.id.uid.as_str(), o.id.name.as_str());
+        let namespace = self.intern(&o.id.namespace);
         self.note_relist(Kind::Job, &namespace, uid);
         let now = self.now;
         if !self.jobs.contains_key(uid) {
-            if deleted {
+            if o.gone {
                 return None;
             }
-            let step = step_key(name, &labels);
-            let step_name =
-                step.as_ref().and_then(|_| labels.get(objects::LABEL_STEP)).map(|s| self.shared(s));
-            let provider = labels.get(objects::LABEL_PROVIDER).map(|s| self.shared(s));
-            let agent = labels.get(objects::LABEL_AGENT).map(|s| self.shared(s));
-            let owner_run = owner.and_then(|o| self.runs.get(o.uid.as_str()));
-            let run_uid =
-                owner.map(|o| owner_run.map(|r| r.info.uid.clone()).unwrap_or_else(|| o.uid.as_str().into()));
-            let run_name_shared = owner_run.map(|r| r.info.name.clone()).unwrap_or_else(|| run_name.into());
+            let step = o.step.map(|p| step_key(p, 0));
+            let step_name = step.as_ref().and(o.step_name.as_deref()).map(|s| self.shared(s));
+            let provider = o.provider.as_deref().map(|s| self.shared(s));
+            let agent = o.agent.as_deref().map(|s| self.shared(s));
+            let owner_uid = o.run.uid.as_deref();
+            let owner_run = owner_uid.and_then(|u| self.runs.get(u));
+            let run_uid = owner_uid.map(|u| owner_run.map(|r| r.info.uid.clone()).unwrap_or_else(|| u.into()));
+            let run_name_shared = owner_run.map(|r| r.info.name.clone()).unwrap_or_else(|| o.run.name.as_str().into());
             let uid_shared: Arc<str> = Arc::from(uid);
             let info = Arc::new(JobInfo { name: name.into(), uid: uid_shared.clone(), step_name, step });
             self.jobs.insert(
@@ -627,6 +588,8 @@ impl Tracker {
                     finish: None,
                     ttl: None,
                     seen_without_ttl: false,
+                    attempt_unknown: o.step.is_some_and(|p| p.attempt.is_none()),
+                    first_seen: now,
                     deletion: None,
                     deletion_noticed: None,
                     gone: false,
@@ -637,19 +600,26 @@ impl Tracker {
                     labels: None,
                 }),
             );
-            match self.resolve_run(owner.map(|o| o.uid.as_str()), &namespace, run_name) {
+            match self.resolve_run(owner_uid, &namespace, &o.run.name) {
                 Some(run_uid) => {
-                    let info = self.jobs[uid].info.clone();
                     if let Some(run) = self.runs.get_mut(&run_uid) {
+                        let job = self.jobs.get_mut(uid)?;
                         take_labels(run, (provider, agent));
-                        push_small(&mut run.jobs, info.uid.clone());
-                        remember_job(run, info.step.clone(), &info.name);
+                        push_small(&mut run.jobs, job.info.uid.clone());
+                        // A hashed name's attempt may already be in the status.
+                        if job.attempt_unknown
+                            && let Some(a) =
+                                run.referenced.iter().find(|r| r.job == name_key(name)).and_then(|r| r.attempt)
+                        {
+                            set_attempt(job, a);
+                        }
+                        remember_job(run, job.info.step.clone(), name_key(name), None);
                     }
                 }
                 None => {
-                    let key = match owner {
-                        Some(o) => format!("uid:{}", o.uid),
-                        None => format!("name:{namespace}/{run_name}"),
+                    let key = match owner_uid {
+                        Some(u) => RunKey::Uid(u.into()),
+                        None => RunKey::Name(namespace.clone(), o.run.name.as_str().into()),
                     };
                     self.waiting_jobs.entry(key).or_default().push(uid_shared);
                     if let Some(job) = self.jobs.get_mut(uid) {
@@ -662,16 +632,21 @@ impl Tracker {
         let consumed = run_uid
             .as_ref()
             .and_then(|r| self.runs.get(r))
-            .is_some_and(|r| r.consumed.iter().any(|c| c.job == name_key(name) && !c.missing));
+            .is_some_and(|r| r.consumed.iter().any(|c| c.job == name_key(name) && !c.missing()));
         let job = self.jobs.get_mut(uid)?;
-        job.created = job.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
-        if let Some(start) = &o.status.start_time {
-            job.started.get_or_insert(*start);
+        job.created = job.created.or(o.created);
+        if let Some(start) = o.started {
+            job.started.get_or_insert(start);
         }
+        let newly_finished = job.finish.is_none() && o.finish.is_some();
         if job.finish.is_none() {
-            job.finish = finish_of(o);
+            job.finish = o.finish.as_ref().map(|f| Finish {
+                at: f.at,
+                failed: f.failed,
+                reason: f.reason.as_deref().map(Into::into),
+            });
         }
-        match (o.spec.ttl_seconds_after_finished, job.ttl) {
+        match (o.ttl, job.ttl) {
             (Some(secs), None) => {
                 let applied = if job.seen_without_ttl && job.finish.is_some() {
                     TtlApplied::AfterCollection
@@ -686,14 +661,22 @@ impl Tracker {
             (Some(secs), Some(ttl)) => job.ttl = Some(Ttl { seconds: secs, ..ttl }),
             (None, _) => job.seen_without_ttl = true,
         }
-        if let Some(t) = &meta.deletion_timestamp {
-            job.deletion.get_or_insert(Stamp::object(Ts::from_time(t)));
+        if let Some(t) = o.deleting {
+            job.deletion.get_or_insert(Stamp::object(t));
             job.deletion_noticed.get_or_insert(now);
         }
-        if deleted {
+        if o.gone {
             job.gone = true;
             job.deletion.get_or_insert(Stamp::observed(now));
             job.deletion_noticed.get_or_insert(now);
+        }
+        if newly_finished
+            && let (Some(run_uid), Some(fin)) = (run_uid.as_ref(), job.finish.as_ref().map(|f| f.at))
+        {
+            let (step, key) = (job.info.step.clone(), name_key(name));
+            if let Some(run) = self.runs.get_mut(run_uid) {
+                remember_job(run, step, key, Some(fin));
+            }
         }
         run_uid
     }
@@ -702,33 +685,19 @@ impl Tracker {
     // Pods
     // ---------------------------------------------------------------------------------------------------
 
-    fn upsert_pod(&mut self, o: &Pod, deleted: bool) -> Option<Arc<str>> {
-        let meta = &o.metadata;
-        let (Some(uid), Some(name), Some(ns)) =
-            (meta.uid.as_deref(), meta.name.as_deref(), meta.namespace.as_deref())
-        else {
-            return None;
-        };
-        let job_uid = meta
-            .owner_references
-            .as_ref()
-            .and_then(|refs| refs.iter().find(|r| r.kind == "Job" && r.controller == Some(true)))
-            .map(|r| r.uid.clone())
-            .or_else(|| meta.labels.as_ref().and_then(|l| l.get(objects::LABEL_CONTROLLER_UID).cloned()));
-        let job_uid = job_uid?;
-        let namespace = self.intern(ns);
+    fn upsert_pod(&mut self, o: &PodUpdate) -> Option<Arc<str>> {
+        let (uid, name) = (o.id.uid.as_str(), o.id.name.as_str());
+        let job_uid = o.job_uid.as_str();
+        let namespace = self.intern(&o.id.namespace);
         self.note_relist(Kind::Pod, &namespace, uid);
         let now = self.now;
         if !self.pods.contains_key(uid) {
-            if deleted {
+            if o.gone {
                 return None;
             }
             let uid_shared: Arc<str> = Arc::from(uid);
-            let job_shared = self
-                .jobs
-                .get_key_value(job_uid.as_str())
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| job_uid.as_str().into());
+            let job_shared =
+                self.jobs.get_key_value(job_uid).map(|(k, _)| k.clone()).unwrap_or_else(|| job_uid.into());
             self.pods.insert(
                 uid_shared.clone(),
                 Box::new(PodTrack {
@@ -740,36 +709,32 @@ impl Tracker {
                     emitted: false,
                 }),
             );
-            match self.jobs.get_mut(job_uid.as_str()) {
+            match self.jobs.get_mut(job_uid) {
                 Some(job) => push_small(&mut job.pods, uid_shared),
-                None => self.waiting_pods.entry(job_uid.as_str().into()).or_default().push(uid_shared),
+                None => self.waiting_pods.entry(job_uid.into()).or_default().push(uid_shared),
             }
         }
-        let node = match o.spec.node_name.as_deref() {
+        let node = match o.node.as_deref() {
             Some(n) if self.pods.get(uid).is_some_and(|p| p.info.node.is_none()) => Some(self.shared(n)),
             _ => None,
         };
         let pod = self.pods.get_mut(uid)?;
-        pod.created = pod.created.or(meta.creation_timestamp.as_ref().map(Ts::from_time));
+        pod.created = pod.created.or(o.created);
         if pod.info.node.is_none() {
             pod.info.node = node;
         }
-        if pod.terminated.is_none() {
-            let statuses = &o.status.container_statuses;
-            let runner =
-                statuses.iter().find(|c| c.name == objects::RUNNER_CONTAINER).or_else(|| statuses.first());
-            if let Some(t) = runner.and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
-                let at = t.finished_at.unwrap_or(now);
-                pod.terminated = Some((at, t.exit_code, t.reason.as_deref().map(Into::into)));
-            }
+        if pod.terminated.is_none()
+            && let Some(t) = &o.terminated
+        {
+            pod.terminated = Some((t.at.unwrap_or(now), t.exit_code, t.reason.as_deref().map(Into::into)));
         }
-        if let Some(t) = &meta.deletion_timestamp {
-            pod.deleted.get_or_insert(Stamp::object(Ts::from_time(t)));
+        if let Some(t) = o.deleting {
+            pod.deleted.get_or_insert(Stamp::object(t));
         }
-        if deleted {
+        if o.gone {
             pod.deleted.get_or_insert(Stamp::observed(now));
         }
-        self.run_uid_of_job(&job_uid)
+        self.run_uid_of_job(job_uid)
     }
 
     // ---------------------------------------------------------------------------------------------------
@@ -802,19 +767,52 @@ impl Tracker {
         let Some(job) = self.jobs.get(job_uid) else { return };
         let export = run.export;
         let info = run.info.clone();
-        let jinfo = job.info.clone();
-        let consumption = run.consumed.iter().find(|c| c.job == name_key(&jinfo.name)).cloned();
-        let submit_start = submit_start_of(run, job);
+        let key = name_key(&job.info.name);
+        let consumption = run.consumed.iter().find(|c| c.job == key).cloned();
+        let reference = run.referenced.iter().find(|r| r.job == key).cloned();
         let run_created = run.created.at;
-        let ttl_rule = run.ttl_rule;
+        let run_deleted = run.deleted;
+        let run_finished = run.terminal.is_some();
+        let planned_ttl = run.job_ttl;
+        // A workflow Job after the first is created before the status write that names it (and that collects
+        // the Job before it): its submit span waits for that write, which also gives a hashed name its attempt.
+        let awaits_status = reference.is_none()
+            && now < job.first_seen.add_millis(settle)
+            && (job.attempt_unknown || job.info.step.as_ref().is_some_and(|k| k > &StepKey::first()));
+        let fallback_attempt = (job.attempt_unknown && !awaits_status).then(|| {
+            let k = job.info.step.clone().unwrap_or_else(StepKey::first);
+            1 + run
+                .jobs
+                .iter()
+                .filter_map(|u| self.jobs.get(u))
+                .filter(|j| j.info.uid != job.info.uid && j.created < job.created)
+                .filter(|j| j.info.step.as_ref().is_some_and(|s| (s.index, s.iteration) == (k.index, k.iteration)))
+                .count() as u32
+        });
         let mut facts: Vec<(Ts, Fact)> = Vec::new();
         let mut wake: Option<Ts> = None;
+        if awaits_status && !job.emitted.has(Flags::SUBMIT) {
+            wake = Some(job.first_seen.add_millis(settle));
+        }
+        let submit_start = {
+            let Some(job) = self.jobs.get_mut(job_uid) else { return };
+            if let Some(a) = fallback_attempt {
+                set_attempt(job, a);
+            }
+            let Some(run) = self.runs.get_mut(run_uid) else { return };
+            if fallback_attempt.is_some() {
+                remember_job(run, job.info.step.clone(), key, job.finish.as_ref().map(|f| f.at));
+            }
+            submit_start_of(run, job, reference.as_ref().and_then(|r| r.at))
+        };
         let Some(job) = self.jobs.get_mut(job_uid) else {
             return;
         };
+        let jinfo = job.info.clone();
 
         // job.submit: run/step start → Job created.
         if !job.emitted.has(Flags::SUBMIT)
+            && !awaits_status
             && let Some(created) = job.created
         {
             let start = Stamp::object(submit_start.unwrap_or(run_created)).not_before(run_created);
@@ -876,20 +874,44 @@ impl Tracker {
             ));
         }
         let finished = job.clamped.finished;
-        let collected_ok = consumption.as_ref().is_some_and(|c| !c.missing)
+        let collected_ok = consumption.as_ref().is_some_and(|c| !c.missing())
             || job.ttl.is_some_and(|t| t.applied == TtlApplied::AfterCollection);
+        // A timed-out step gave up on its Job: nothing will read it, so there is no collection to time.
+        if job.emitted.has(Flags::SUBMIT)
+            && !job.emitted.has(Flags::COLLECT)
+            && let Some(c) = consumption.as_ref().filter(|c| c.kind == ConsumptionKind::Abandoned)
+        {
+            let floor = job.clamped.created.map(|c| c.at).unwrap_or(run_created);
+            let at = c.at.not_before(floor);
+            job.emitted.set(Flags::COLLECT);
+            job.emitted.set(Flags::MARGIN);
+            facts.push((
+                at.at,
+                Fact::JobCollected {
+                    run: info.clone(),
+                    job: jinfo.clone(),
+                    finished: Stamp { clamped: false, ..at },
+                    collected: at,
+                    outcome: CollectOutcome::Abandoned,
+                    ttl: job.ttl,
+                },
+            ));
+        }
         // job.collect: finished → the consuming write; waits briefly for the TTL patch that follows it.
         if job.emitted.has(Flags::RUN)
             && !job.emitted.has(Flags::COLLECT)
             && let (Some(fin), Some(c)) = (finished, consumption.as_ref())
         {
-            let ttl_expected = job.ttl.is_none() && ttl_rule != TtlRule::Disabled && !c.missing && !job.gone;
+            let ttl_expected = job.ttl.is_none()
+                && planned_ttl.is_some()
+                && c.kind == ConsumptionKind::Collected
+                && !job.gone;
             let wait_until = c.seen_at.add_millis(settle);
             if ttl_expected && now < wait_until {
                 wake = Some(wait_until);
             } else {
                 let collected = c.at.not_before(fin.at);
-                let outcome = if c.missing {
+                let outcome = if c.missing() {
                     CollectOutcome::Missing
                 } else if job.finish.as_ref().is_some_and(|f| f.failed) {
                     CollectOutcome::Failed
@@ -932,10 +954,12 @@ impl Tracker {
         {
             let noticed = job.deletion_noticed.unwrap_or(now);
             let wait_until = noticed.add_millis(settle);
-            let must_wait = finished.is_some() && !collected_ok && now < wait_until;
+            // The collection, or the deletion of the run that took the Job with it, may come a little later on
+            // the AgentRun watch.
+            let must_wait = !collected_ok && run_deleted.is_none() && now < wait_until;
             if must_wait {
                 wake = Some(wake.map_or(wait_until, |w| w.min(wait_until)));
-            } else if finished.is_some() || job.finish.is_none() {
+            } else {
                 let floor =
                     finished.map(|f| f.at).or(job.clamped.started.map(|s| s.at)).unwrap_or(run_created);
                 let deleted = deleted.not_before(floor);
@@ -947,6 +971,15 @@ impl Tracker {
                                 && deleted.at >= f.at.add_secs(t.seconds)
                     }
                     _ => false,
+                };
+                let with_run =
+                    run_deleted.is_some_and(|r| r.at.0 <= deleted.at.0.saturating_add(TTL_DEADLINE_TOLERANCE_MS));
+                let cause = if by_ttl {
+                    DeletionCause::Ttl
+                } else if with_run {
+                    DeletionCause::WithRun
+                } else {
+                    DeletionCause::Other
                 };
                 let before_collection = !collected_ok;
                 let exceeded = before_collection && by_ttl && !job.emitted.has(Flags::EXCEEDED);
@@ -970,7 +1003,8 @@ impl Tracker {
                             _ => None,
                         },
                         before_collection,
-                        by_ttl,
+                        cause,
+                        run_finished,
                         exceeded,
                     },
                 ));
@@ -1201,11 +1235,7 @@ impl Tracker {
             if job.deletion.is_some() {
                 continue;
             }
-            let effective_ttl = job.ttl.map(|t| t.seconds).or(match run.ttl_rule {
-                TtlRule::Seconds(s) => Some(s),
-                TtlRule::Default => Some(self.cfg.default_job_ttl),
-                TtlRule::Disabled => None,
-            });
+            let effective_ttl = job.ttl.map(|t| t.seconds).or(run.job_ttl);
             if let Some(t) = effective_ttl {
                 entry.job_ttl = minmax(entry.job_ttl, t);
             }
@@ -1213,9 +1243,9 @@ impl Tracker {
             let consumption = run.consumed.iter().find(|c| c.job == name_key(&job.info.name));
             match consumption {
                 Some(c)
-                    if !c.missing
+                    if c.kind == ConsumptionKind::Collected
                         && job.ttl.is_none()
-                        && run.ttl_rule != TtlRule::Disabled
+                        && run.job_ttl.is_some()
                         && now.0 - c.at.at.0 > self.cfg.ttl_grace_ms =>
                 {
                     entry.jobs_without_ttl += 1;
@@ -1272,134 +1302,66 @@ fn take_labels(run: &mut Run, (provider, agent): RunLabels) {
     }
 }
 
-fn remember_job(run: &mut Run, step: Option<StepKey>, name: &str) {
-    let key = name_key(name);
-    if !run.history.iter().any(|(_, n)| *n == key) {
-        push_small(&mut run.history, (step, key));
-        run.history.sort();
+/// Records (or moves, when its attempt became known) a Job in the run's workflow order.
+fn remember_job(run: &mut Run, step: Option<StepKey>, job: u64, finished: Option<Ts>) {
+    match run.history.iter_mut().find(|e| e.job == job) {
+        Some(e) => {
+            e.step = step;
+            e.finished = e.finished.or(finished);
+        }
+        None => push_small(&mut run.history, HistoryEntry { step, job, finished }),
     }
+    run.history.sort();
 }
 
-/// Where the submit phase of a Job starts: job runtime → the run's creation; workflow → the collection of the
-/// Job before it in the run (previous attempt or step), else the step's own start, else the run's creation.
-fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
+fn step_key(p: StepPosition, unknown_attempt: u32) -> StepKey {
+    StepKey { index: p.index, iteration: p.iteration, attempt: p.attempt.unwrap_or(unknown_attempt) }
+}
+
+/// A hashed Job name learnt its attempt.
+fn set_attempt(job: &mut JobTrack, attempt: u32) {
+    let mut info = (*job.info).clone();
+    if let Some(step) = info.step.as_mut() {
+        step.attempt = attempt;
+    }
+    job.info = Arc::new(info);
+    job.attempt_unknown = false;
+}
+
+/// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation.
+/// Later workflow Jobs: the status write that consumed the Job before it (a retry, the next loop iteration:
+/// the controller creates the Job in a later reconcile), unless that same write also names this Job — the
+/// controller creates the next step's Job first and writes both in one status — then the previous Job's
+/// finish, which is what that reconcile reacted to.
+fn submit_start_of(run: &Run, job: &JobTrack, referenced_at: Option<Ts>) -> Option<Ts> {
     let Some(key) = &job.info.step else {
         return Some(run.created.at);
     };
-    let previous = run.history.iter().rev().find(|(k, _)| k.as_ref().is_some_and(|k| k < key));
-    if let Some((_, name)) = previous
-        && let Some(c) = run.consumed.iter().find(|c| c.job == *name)
-    {
-        return Some(c.at.at);
-    }
-    let step = run.steps.iter().find(|s| s.index == key.index).and_then(|s| s.first_started);
-    if key.index == 1 && key.attempt <= 1 && key.iteration.unwrap_or(0) <= 1 {
+    let this = name_key(&job.info.name);
+    let previous = run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key));
+    let Some(previous) = previous else {
         return Some(run.created.at);
-    }
-    step.or(Some(run.created.at))
-}
-
-/// Step index, loop iteration and attempt of a workflow Job: from its labels and the name suffix
-/// `-step-<i>[-iter-<k>]-attempt-<n>` (names over 63 characters are hashed upstream; then the labels alone).
-fn step_key(name: &str, labels: &BTreeMap<String, String>) -> Option<StepKey> {
-    let label_index = labels.get(objects::LABEL_STEP_INDEX).and_then(|v| v.parse::<u32>().ok());
-    let label_iter = labels.get(objects::LABEL_STEP_ITERATION).and_then(|v| v.parse::<u32>().ok());
-    let suffix = parse_step_suffix(name);
-    let index = label_index.or(suffix.map(|s| s.0))?;
-    Some(StepKey {
-        index,
-        iteration: label_iter.or(suffix.and_then(|s| s.1)),
-        attempt: suffix.map(|s| s.2).unwrap_or(1),
-    })
-}
-
-fn parse_step_suffix(name: &str) -> Option<(u32, Option<u32>, u32)> {
-    let (head, attempt) = name.rsplit_once("-attempt-")?;
-    let attempt = attempt.parse().ok()?;
-    let (head, iteration) = match head.rsplit_once("-iter-") {
-        Some((h, k)) => (h, Some(k.parse().ok()?)),
-        None => (head, None),
     };
-    let (_, index) = head.rsplit_once("-step-")?;
-    Some((index.parse().ok()?, iteration, attempt))
+    let consumed = run.consumed.iter().find(|c| c.job == previous.job).map(|c| c.at.at);
+    let start = match (consumed, referenced_at) {
+        (Some(c), Some(r)) if c < r => Some(c),
+        (Some(c), None) if job.created.is_some_and(|created| c <= created) => Some(c),
+        (c, _) => previous.finished.or(c),
+    };
+    start.or(Some(run.created.at))
 }
 
-fn finish_of(o: &Job) -> Option<Finish> {
-    let cond =
-        o.status.conditions.iter().find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.is_true());
-    if let Some(c) = cond {
-        let at = c.last_transition_time.or(o.status.completion_time)?;
-        return Some(Finish {
-            at,
-            failed: c.type_ == "Failed",
-            reason: (c.type_ == "Failed").then(|| c.reason.as_deref().map(Into::into)).flatten(),
-        });
-    }
-    o.status.completion_time.as_ref().map(|t| Finish { at: *t, failed: false, reason: None })
-}
-
-fn retention_of(cfg: &TrackerConfig, o: &AgentRun) -> Option<i64> {
-    match o.spec.ttl_seconds_after_finished {
-        Some(s) if s > 0 => Some(s),
-        Some(_) => cfg.zero_ttl_retention,
-        None => cfg.default_retention,
-    }
-}
-
-fn ttl_rule_of(o: &AgentRun) -> TtlRule {
-    let value = o
-        .spec
-        .runtime
-        .as_ref()
-        .and_then(|r| r.config.as_ref())
-        .and_then(|c| c.ttl_seconds_after_finished.as_ref())
-        .and_then(|v| v.as_i64());
-    match value {
-        Some(v) if v <= 0 => TtlRule::Disabled,
-        Some(v) => TtlRule::Seconds(v.clamp(CONTROLLER_TTL_MIN, CONTROLLER_TTL_MAX)),
-        None => TtlRule::Default,
-    }
-}
-
-fn terminal_phase(phase: Option<&str>) -> Option<RunOutcome> {
-    match phase? {
-        "Succeeded" => Some(RunOutcome::Succeeded),
-        "Failed" => Some(RunOutcome::Failed),
-        "Cancelled" => Some(RunOutcome::Cancelled),
-        _ => None,
-    }
-}
-
-fn is_missing_reason(reason: &str) -> bool {
-    reason == "JobMissing" || reason == "WorkflowJobMissing"
-}
-
-fn condition_time(conditions: &[Condition], type_: &str) -> Option<Ts> {
-    conditions.iter().find(|c| c.type_ == type_ && c.is_true()).and_then(|c| c.last_transition_time)
-}
-
-/// When a run first seen already terminal finished, for the backfill window.
-fn terminal_time_hint(o: &AgentRun) -> Option<Ts> {
-    let status = o.status.as_ref()?;
-    let outcome = terminal_phase(status.phase.as_deref())?;
-    condition_time(&status.conditions, outcome.phase()).or(status.updated_at).or(status.finished_at)
-}
-
-/// Folds one AgentRun status into the run: consumptions of Jobs, step progress, terminal state, missing-Job
-/// conditions.
-fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
+/// Folds one AgentRun status into the run: consumptions of Jobs, references to running ones, step progress,
+/// terminal state, missing-Job conditions.
+fn apply_run_status(run: &mut Run, status: &RunStatus, now: Ts) {
     let updated = status.updated_at;
-    let outcome = terminal_phase(status.phase.as_deref());
     let reason: Option<Arc<str>> = status.reason.as_deref().map(Into::into);
 
-    for c in &status.conditions {
-        if c.is_true() && c.reason.as_deref().is_some_and(is_missing_reason) {
-            let at = c.last_transition_time.or(updated).unwrap_or(now);
-            let reason: Arc<str> = c.reason.as_deref().unwrap_or_default().into();
-            match run.missing.iter_mut().find(|m| m.reason == reason) {
-                Some(m) => m.at = m.at.min(at),
-                None => run.missing.push(MissingEvent { at, reason }),
-            }
+    for (reason, at) in &status.missing {
+        let reason: Arc<str> = reason.as_str().into();
+        match run.missing.iter_mut().find(|m| m.reason == reason) {
+            Some(m) => m.at = m.at.min(*at),
+            None => run.missing.push(MissingEvent { at: *at, reason }),
         }
     }
 
@@ -1412,121 +1374,102 @@ fn apply_run_status(run: &mut Run, status: &objects::AgentRunStatus, now: Ts) {
             (_, None, None) => Stamp::observed(now),
         }
     };
+    let saw = |run: &Run, job: u64| run.referenced.iter().any(|r| r.job == job);
 
-    let mut consumptions: Vec<(u64, Stamp, bool)> = Vec::new();
-    let mut running_refs: Vec<u64> = Vec::new();
-    match run.info.runtime {
-        Runtime::Job => {
-            let job_name = status
-                .runtime_ref
-                .as_ref()
-                .filter(|r| r.type_ == "job" || r.type_.is_empty())
-                .and_then(|r| r.name.as_deref());
-            if let Some(name) = job_name {
-                match outcome {
-                    Some(o) => {
-                        let saw = run.referenced_running.contains(&name_key(name));
-                        let at = write_time(saw, condition_time(&status.conditions, o.phase()));
-                        let missing = reason.as_deref() == Some("JobMissing");
-                        consumptions.push((name_key(name), at, missing));
-                    }
-                    None => running_refs.push(name_key(name)),
-                }
-            }
-        }
-        Runtime::Workflow => {
-            let steps = status.workflow.as_ref().map(|w| w.steps.as_slice()).unwrap_or_default();
-            let missing_msgs: Vec<&Condition> = status
-                .conditions
-                .iter()
-                .filter(|c| c.is_true() && c.reason.as_deref() == Some("WorkflowJobMissing"))
-                .collect();
-            for (i, s) in steps.iter().enumerate() {
-                let index = i as u32 + 1;
-                let phase = s.phase.as_deref().unwrap_or_default();
-                let step = match run.steps.iter_mut().find(|st| st.index == index) {
-                    Some(st) => st,
-                    None => {
-                        run.steps.push(Step {
-                            index,
-                            name: s.name.as_str().into(),
-                            first_started: None,
-                            terminal: None,
-                            missing: Vec::new(),
-                            emitted: false,
-                        });
-                        run.steps.last_mut().expect("just pushed")
-                    }
+    let mut consumptions: Vec<(u64, Stamp, ConsumptionKind)> = Vec::new();
+    let mut references: Vec<(u64, Option<u32>)> = Vec::new();
+    if let Some(name) = status.job.as_deref() {
+        let job = name_key(name);
+        match status.outcome {
+            Some(_) => {
+                let kind = if reason.as_deref() == Some("JobMissing") {
+                    ConsumptionKind::Missing
+                } else {
+                    ConsumptionKind::Collected
                 };
-                if let Some(t) = &s.started_at {
-                    let t = *t;
-                    step.first_started = Some(step.first_started.map_or(t, |f| f.min(t)));
+                consumptions.push((job, write_time(saw(run, job), status.terminal_at), kind));
+            }
+            None => references.push((job, None)),
+        }
+    }
+    for s in &status.steps {
+        let step = match run.steps.iter_mut().position(|st| st.index == s.index) {
+            Some(i) => &mut run.steps[i],
+            None => {
+                run.steps.push(Step {
+                    index: s.index,
+                    name: s.name.as_str().into(),
+                    first_started: None,
+                    terminal: None,
+                    missing: Vec::new(),
+                    emitted: false,
+                });
+                run.steps.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(t) = s.started_at {
+            step.first_started = Some(step.first_started.map_or(t, |f| f.min(t)));
+        }
+        if let Some(name) = s.job.as_deref() {
+            let job = name_key(name);
+            match s.consumption {
+                Some(kind) => {
+                    let at = write_time(run.referenced.iter().any(|r| r.job == job), s.transition_at);
+                    consumptions.push((job, at, kind));
                 }
-                let job_missing = s.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
-                let step_time = s.last_transition_time.or(s.finished_at);
-                let job_name = s.job_ref.as_ref().and_then(|r| r.name.as_deref());
-                if let Some(name) = job_name {
-                    match phase {
-                        "Succeeded" | "Failed" | "Retrying" => {
-                            let saw = run.referenced_running.contains(&name_key(name));
-                            consumptions.push((name_key(name), write_time(saw, step_time), job_missing));
-                        }
-                        "Running" | "Pending" => running_refs.push(name_key(name)),
-                        _ => {}
-                    }
+                None if matches!(s.phase, StepPhase::Running | StepPhase::Pending) => {
+                    references.push((job, s.attempt))
                 }
-                for it in s.loop_.as_ref().map(|l| l.iterations.as_slice()).unwrap_or_default() {
-                    let Some(name) = it.job_ref.as_ref().and_then(|r| r.name.as_deref()) else {
-                        continue;
-                    };
-                    match it.phase.as_deref() {
-                        Some("Succeeded" | "Failed" | "Retrying") => {
-                            let saw = run.referenced_running.contains(&name_key(name));
-                            let fallback = it.finished_at;
-                            let missing = it.message.as_deref().is_some_and(|m| m.starts_with("Job missing"));
-                            consumptions.push((name_key(name), write_time(saw, fallback), missing));
-                        }
-                        Some("Running" | "Pending") => running_refs.push(name_key(name)),
-                        _ => {}
-                    }
-                }
-                if matches!(phase, "Succeeded" | "Failed") && step.terminal.is_none() {
-                    let saw = run.seen_nonterminal;
-                    step.terminal = Some((write_time(saw, step_time), phase == "Failed"));
-                }
-                if job_missing {
-                    for c in &missing_msgs {
-                        let at = c.last_transition_time.or(step_time).unwrap_or(now);
-                        if step.missing.is_empty() {
-                            step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
-                        }
-                    }
-                    if step.missing.is_empty() {
-                        let at = step_time.unwrap_or(now);
-                        step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
-                    }
-                }
+                None => {}
             }
         }
+        for it in &s.iterations {
+            let Some(name) = it.job.as_deref() else { continue };
+            let job = name_key(name);
+            match it.consumption {
+                Some(kind) => {
+                    let at = write_time(run.referenced.iter().any(|r| r.job == job), it.finished_at);
+                    consumptions.push((job, at, kind));
+                }
+                None if it.running => references.push((job, it.attempt)),
+                None => {}
+            }
+        }
+        let Some(step) = run.steps.iter_mut().find(|st| st.index == s.index) else { continue };
+        if matches!(s.phase, StepPhase::Succeeded | StepPhase::Failed) && step.terminal.is_none() {
+            step.terminal = Some((write_time(run.seen_nonterminal, s.transition_at), s.phase == StepPhase::Failed));
+        }
+        let missing = s.failed_missing || s.consumption == Some(ConsumptionKind::Missing);
+        if missing && step.missing.is_empty() {
+            let at = status
+                .missing
+                .iter()
+                .find(|(r, _)| r == "WorkflowJobMissing")
+                .map(|(_, at)| *at)
+                .or(s.transition_at)
+                .unwrap_or(now);
+            step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
+        }
     }
-    for (job, at, missing) in consumptions {
+    for (job, at, kind) in consumptions {
         if !run.consumed.iter().any(|c| c.job == job) {
-            push_small(&mut run.consumed, Consumption { job, at, missing, seen_at: now });
+            push_small(&mut run.consumed, Consumption { job, at, kind, seen_at: now });
         }
     }
-    for name in running_refs {
-        if !run.referenced_running.contains(&name) {
-            push_small(&mut run.referenced_running, name);
+    for (job, attempt) in references {
+        match run.referenced.iter_mut().find(|r| r.job == job) {
+            Some(r) => r.attempt = r.attempt.or(attempt),
+            None => push_small(&mut run.referenced, Reference { job, at: updated, attempt }),
         }
     }
-    match outcome {
+    match status.outcome {
         Some(o) if run.terminal.is_none() => {
-            let at = write_time(run.seen_nonterminal, condition_time(&status.conditions, o.phase()));
+            let at = write_time(run.seen_nonterminal, status.terminal_at);
             run.terminal = Some((o, at, reason));
         }
         Some(_) => {}
         None => {
-            if status.phase.is_some() {
+            if status.has_phase {
                 run.seen_nonterminal = true;
             }
         }

@@ -13,12 +13,12 @@ use std::{
 };
 
 use crate::{
-    engine::{
-        Change, Object, Observation, Ts,
-        facts::Runtime,
-        objects::{AgentRun, Job, Pod},
+    engine::{Ts, facts::Runtime},
+    source::{Change, Observation},
+    upstream::{
+        self, RunSpec, StepRef,
+        objects::{AgentRun, Job, Object, Pod},
     },
-    upstream::{self, RunSpec, StepRef},
 };
 
 /// A small deterministic PRNG (xorshift64*), so a seed reproduces a demo exactly.

@@ -15,7 +15,8 @@
 use std::time::Duration;
 
 use agentrun_lifecycle_exporter::{
-    engine::{Ts, facts::Runtime, objects},
+    engine::{Ts, facts::Runtime},
+    upstream::objects,
     upstream::{self, RunSpec, StepRef},
 };
 use k8s_openapi::api::{batch::v1::Job, core::v1::Namespace};

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::engine::{
-    Ts,
-    facts::Runtime,
+use super::{
     objects::{self, *},
+    time as k8s_time,
 };
+use crate::engine::{Ts, facts::Runtime};
 
 /// What a user applies.
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ fn meta(namespace: &str, name: &str, uid: &str, created: Ts) -> ObjectMeta {
         namespace: Some(namespace.into()),
         name: Some(name.into()),
         uid: Some(uid.into()),
-        creation_timestamp: Some(truncate(created).to_time()),
+        creation_timestamp: Some(k8s_time(truncate(created))),
         ..ObjectMeta::default()
     }
 }
@@ -97,10 +97,10 @@ pub fn agentrun(spec: &RunSpec, created: Ts) -> AgentRun {
             runtime: Some(RuntimeSpec {
                 type_: spec.runtime.as_str().into(),
                 config: Some(RuntimeConfig {
-                    ttl_seconds_after_finished: spec.job_ttl.map(IntOrString::Int),
+                    ttl_seconds_after_finished: spec.job_ttl.map(serde_json::Value::from),
                 }),
             }),
-            ttl_seconds_after_finished: spec.retention,
+            ttl_seconds_after_finished: spec.retention.map(serde_json::Value::from),
         },
         status: None,
     }
@@ -338,7 +338,7 @@ pub fn job_finished(job: &mut Job, failed: bool, at: Ts) {
 
 /// The TTL-after-finished controller's foreground deletion: a deletionTimestamp and the finalizer first.
 pub fn job_deleting(job: &mut Job, at: Ts) {
-    job.metadata.deletion_timestamp = Some(truncate(at).to_time());
+    job.metadata.deletion_timestamp = Some(k8s_time(truncate(at)));
     job.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
 }
 
