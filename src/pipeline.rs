@@ -19,7 +19,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(tracker: Tracker, upstream: UpstreamConfig, telemetry: Telemetry) -> Self {
-        Pipeline { tracker, upstream, telemetry, summary: None, completed_runs: 0, just_completed: Vec::new() }
+        Pipeline {
+            tracker,
+            upstream,
+            telemetry,
+            summary: None,
+            completed_runs: 0,
+            just_completed: Vec::new(),
+        }
     }
 
     /// Also keep a per-run summary (replay prints it).

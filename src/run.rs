@@ -18,9 +18,10 @@ use crate::{
     pipeline::Pipeline,
     sink::{metrics::LifecycleMetrics, spans::SpanStats, summary::RunSummary},
     source::{
+        Observation,
         demo::{DemoConfig, Simulator},
         kube::{Readiness, WatchScope, spawn_watches},
-        Observation, replay,
+        replay,
     },
     telemetry::{self, TracesDefault},
     upstream::UpstreamConfig,

@@ -8,10 +8,10 @@ use std::{sync::Arc, time::Duration};
 
 use agentrun_lifecycle_exporter::{
     engine::{Fact, Kind, Tracker, TrackerConfig, Ts},
-    source::{Change, Observation},
-    upstream::{self, UpstreamConfig},
     sink::{metrics::LifecycleMetrics, spans::SpanStats},
     source::kube::{Readiness, WatchScope, spawn_watches},
+    source::{Change, Observation},
+    upstream::{self, UpstreamConfig},
 };
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApi, WatchEnd, WatchScript, bookmark, client, event};
@@ -156,7 +156,9 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let mut facts = Vec::new();
     for mut obs in all {
         obs.at = Ts(1_787_227_300_000);
-        facts.extend(tracker.apply(obs));
+        if let Some(input) = upstream::input(&obs, &UpstreamConfig::default()) {
+            facts.extend(tracker.apply(input));
+        }
     }
     facts.extend(tracker.flush());
     let gone: Vec<_> = facts

@@ -42,9 +42,15 @@ pub enum Update {
     Job(JobUpdate),
     Pod(PodUpdate),
     /// A (re)list of `kind` in `namespace` (all namespaces when `None`) starts; the objects follow.
-    RelistBegin { kind: Kind, namespace: Option<String> },
+    RelistBegin {
+        kind: Kind,
+        namespace: Option<String>,
+    },
     /// The list is complete: every tracked object of that scope it did not contain vanished during the gap.
-    RelistEnd { kind: Kind, namespace: Option<String> },
+    RelistEnd {
+        kind: Kind,
+        namespace: Option<String>,
+    },
 }
 
 /// Namespace, name and uid of an object.

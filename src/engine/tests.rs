@@ -1,8 +1,11 @@
 //! Tracker scenarios, built from upstream-shaped objects (domain brief §10): both runtimes, both TTL styles,
 //! failure, JobMissing, WorkflowJobMissing, deletion before collection, relist gaps, restarts, event order.
 
-use super::{facts::*, objects::*, time::*, tracker::*};
-use crate::upstream::{self, RunSpec, StepRef};
+use super::{facts::*, model::Kind, time::*, tracker::*};
+use crate::{
+    source::{Change, Observation},
+    upstream::{self, RunSpec, StepRef, UpstreamConfig, objects::*},
+};
 
 const T0: i64 = 1_787_227_200_000; // 2026-08-20T12:00:00Z
 
@@ -12,6 +15,7 @@ fn t(secs: f64) -> Ts {
 
 struct Harness {
     tracker: Tracker,
+    upstream: UpstreamConfig,
     out: Vec<Emitted>,
 }
 
@@ -20,23 +24,26 @@ impl Harness {
         Self::with(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() })
     }
 
+    /// The controller's default TTL is the same on both sides of the boundary.
     fn with(cfg: TrackerConfig) -> Self {
-        Harness { tracker: Tracker::new(cfg), out: Vec::new() }
+        let upstream = UpstreamConfig { default_job_ttl: cfg.default_job_ttl, ..UpstreamConfig::default() };
+        Harness { tracker: Tracker::new(cfg), upstream, out: Vec::new() }
     }
 
     fn up(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Upsert(o.into()) });
-        self.out.extend(facts);
+        self.change(at, Change::Upsert(o.into()));
     }
 
     fn del(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Delete(o.into()) });
-        self.out.extend(facts);
+        self.change(at, Change::Delete(o.into()));
     }
 
+    /// Through the upstream boundary, as every source does.
     fn change(&mut self, at: f64, change: Change) {
-        let facts = self.tracker.apply(Observation { at: t(at), change });
-        self.out.extend(facts);
+        if let Some(input) = upstream::input(&Observation { at: t(at), change }, &self.upstream) {
+            let facts = self.tracker.apply(input);
+            self.out.extend(facts);
+        }
     }
 
     fn tick(&mut self, at: f64) {
@@ -172,12 +179,12 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
     let gone = h.gone(name);
     assert_eq!(gone.len(), 1);
     match gone[0] {
-        Fact::JobGone { deleted, before_collection, by_ttl, exceeded, finished, .. } => {
+        Fact::JobGone { deleted, before_collection, cause, exceeded, finished, .. } => {
             assert_eq!(deleted.at, t(1063.0));
             assert_eq!(deleted.source, TimeSource::Object);
             assert_eq!(finished.map(|f| f.at), Some(t(463.0)));
             assert!(!before_collection);
-            assert!(by_ttl);
+            assert_eq!(*cause, DeletionCause::Ttl);
             assert!(!exceeded);
         }
         _ => unreachable!(),
@@ -310,9 +317,9 @@ fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
     h.del(131.0, job.clone());
     h.tick(136.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, deleted, ttl, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, deleted, ttl, .. }] => {
             assert!(*before_collection);
-            assert!(*by_ttl);
+            assert_eq!(*cause, DeletionCause::Ttl);
             assert!(*exceeded);
             assert_eq!(deleted.at, t(130.0));
             assert_eq!(*ttl, Some(Ttl { seconds: 30, applied: TtlApplied::AtCreation }));
@@ -481,10 +488,10 @@ fn workflow_job_missing() {
     h.tick(170.0);
 
     match h.gone("wf-step-2-attempt-1")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, .. }] => {
             // The WorkflowJobMissing write came within the settle time, so the negative margin was recorded
             // (and counted as exceeded) first; the deletion does not count it twice.
-            assert_eq!((*before_collection, *by_ttl, *exceeded), (true, true, false));
+            assert_eq!((*before_collection, *cause, *exceeded), (true, DeletionCause::Ttl, false));
         }
         ref other => panic!("{other:?}"),
     }
@@ -522,10 +529,12 @@ fn unfinished_job_deleted_counts_as_deleted_before_collection() {
     upstream::submitted(&mut run, &job, t(1.4));
     h.up(2.1, run.clone());
     h.del(50.0, job);
+    assert!(h.gone("r-job").is_empty(), "waits for a deletion of the run that would explain it");
+    h.tick(60.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, finished, started, deleted, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, finished, started, deleted, .. }] => {
             assert!(*before_collection);
-            assert!(!*by_ttl && !*exceeded);
+            assert!(*cause == DeletionCause::Other && !*exceeded);
             assert!(finished.is_none());
             assert_eq!(started.map(|s| s.at), Some(t(2.0)));
             assert_eq!((deleted.at, deleted.source), (t(50.0), TimeSource::Observed));
@@ -553,9 +562,9 @@ fn relist_gap_detects_a_vanished_job() {
     h.change(200.1, Change::RelistEnd { kind: Kind::Job, namespace: Some("agents".into()) });
     h.tick(210.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, deleted, by_ttl, .. }] => {
+        [Fact::JobGone { before_collection, deleted, cause, .. }] => {
             assert!(*before_collection);
-            assert!(*by_ttl, "deleted some time after finish + TTL");
+            assert_eq!(*cause, DeletionCause::Ttl, "deleted some time after finish + TTL");
             assert_eq!((deleted.at, deleted.source), (t(200.1), TimeSource::UnknownGap));
         }
         ref other => panic!("{other:?}"),
@@ -661,12 +670,6 @@ fn gauges_use_the_ttl_the_controller_will_patch() {
     assert_eq!(ns.job_ttl, Some((86_400, 86_400)));
     assert_eq!(ns.ttl_margin_remaining, Some(86_400.0 - 100.0));
     assert_eq!(ns.retention, Some((604_800, 2_592_000)));
-    assert_eq!(controller_job_ttl(Some("10")), 30);
-    assert_eq!(controller_job_ttl(Some("0")), 30);
-    assert_eq!(controller_job_ttl(Some("-5")), 600);
-    assert_eq!(controller_job_ttl(Some("x")), 600);
-    assert_eq!(controller_job_ttl(Some("99999999")), 604_800);
-    assert_eq!(controller_job_ttl(None), 600);
 }
 
 #[test]
@@ -721,6 +724,8 @@ fn step_keys_parse_from_names_and_labels() {
     job.metadata.name = Some("loop-run-step-1-iter-3-attempt-2".into());
     job.metadata.labels.as_mut().unwrap().insert(LABEL_STEP_ITERATION.into(), "3".into());
     h.up(1.0, job);
+    // Not the run's first Job: its submit waits for the status write that names it, then gives up.
+    h.tick(20.0);
     let key = h.facts().find_map(|f| match f {
         Fact::JobPhase { job, .. } => job.step.clone(),
         _ => None,

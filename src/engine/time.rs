@@ -36,7 +36,11 @@ impl Ts {
 
     pub fn to_system_time(self) -> SystemTime {
         let d = std::time::Duration::from_millis(self.0.unsigned_abs());
-        let t = if self.0 >= 0 { SystemTime::UNIX_EPOCH.checked_add(d) } else { SystemTime::UNIX_EPOCH.checked_sub(d) };
+        let t = if self.0 >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(d)
+        } else {
+            SystemTime::UNIX_EPOCH.checked_sub(d)
+        };
         t.unwrap_or(SystemTime::UNIX_EPOCH)
     }
 

@@ -457,8 +457,7 @@ impl Tracker {
                 agent,
                 provider: None,
             });
-            let terminal_before =
-                o.status.outcome.and(o.status.terminal_at.or(o.status.updated_at));
+            let terminal_before = o.status.outcome.and(o.status.terminal_at.or(o.status.updated_at));
             let export = match (self.cfg.backfill_window_ms, terminal_before) {
                 (Some(window), Some(t)) => t.0 >= self.cfg.count_since.0.saturating_sub(window),
                 _ => true,
@@ -572,8 +571,10 @@ impl Tracker {
             let agent = o.agent.as_deref().map(|s| self.shared(s));
             let owner_uid = o.run.uid.as_deref();
             let owner_run = owner_uid.and_then(|u| self.runs.get(u));
-            let run_uid = owner_uid.map(|u| owner_run.map(|r| r.info.uid.clone()).unwrap_or_else(|| u.into()));
-            let run_name_shared = owner_run.map(|r| r.info.name.clone()).unwrap_or_else(|| o.run.name.as_str().into());
+            let run_uid =
+                owner_uid.map(|u| owner_run.map(|r| r.info.uid.clone()).unwrap_or_else(|| u.into()));
+            let run_name_shared =
+                owner_run.map(|r| r.info.name.clone()).unwrap_or_else(|| o.run.name.as_str().into());
             let uid_shared: Arc<str> = Arc::from(uid);
             let info = Arc::new(JobInfo { name: name.into(), uid: uid_shared.clone(), step_name, step });
             self.jobs.insert(
@@ -608,8 +609,11 @@ impl Tracker {
                         push_small(&mut run.jobs, job.info.uid.clone());
                         // A hashed name's attempt may already be in the status.
                         if job.attempt_unknown
-                            && let Some(a) =
-                                run.referenced.iter().find(|r| r.job == name_key(name)).and_then(|r| r.attempt)
+                            && let Some(a) = run
+                                .referenced
+                                .iter()
+                                .find(|r| r.job == name_key(name))
+                                .and_then(|r| r.attempt)
                         {
                             set_attempt(job, a);
                         }
@@ -786,7 +790,9 @@ impl Tracker {
                 .iter()
                 .filter_map(|u| self.jobs.get(u))
                 .filter(|j| j.info.uid != job.info.uid && j.created < job.created)
-                .filter(|j| j.info.step.as_ref().is_some_and(|s| (s.index, s.iteration) == (k.index, k.iteration)))
+                .filter(|j| {
+                    j.info.step.as_ref().is_some_and(|s| (s.index, s.iteration) == (k.index, k.iteration))
+                })
                 .count() as u32
         });
         let mut facts: Vec<(Ts, Fact)> = Vec::new();
@@ -972,8 +978,8 @@ impl Tracker {
                     }
                     _ => false,
                 };
-                let with_run =
-                    run_deleted.is_some_and(|r| r.at.0 <= deleted.at.0.saturating_add(TTL_DEADLINE_TOLERANCE_MS));
+                let with_run = run_deleted
+                    .is_some_and(|r| r.at.0 <= deleted.at.0.saturating_add(TTL_DEADLINE_TOLERANCE_MS));
                 let cause = if by_ttl {
                     DeletionCause::Ttl
                 } else if with_run {
@@ -1338,7 +1344,8 @@ fn submit_start_of(run: &Run, job: &JobTrack, referenced_at: Option<Ts>) -> Opti
         return Some(run.created.at);
     };
     let this = name_key(&job.info.name);
-    let previous = run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key));
+    let previous =
+        run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key));
     let Some(previous) = previous else {
         return Some(run.created.at);
     };
@@ -1437,7 +1444,8 @@ fn apply_run_status(run: &mut Run, status: &RunStatus, now: Ts) {
         }
         let Some(step) = run.steps.iter_mut().find(|st| st.index == s.index) else { continue };
         if matches!(s.phase, StepPhase::Succeeded | StepPhase::Failed) && step.terminal.is_none() {
-            step.terminal = Some((write_time(run.seen_nonterminal, s.transition_at), s.phase == StepPhase::Failed));
+            step.terminal =
+                Some((write_time(run.seen_nonterminal, s.transition_at), s.phase == StepPhase::Failed));
         }
         let missing = s.failed_missing || s.consumption == Some(ConsumptionKind::Missing);
         if missing && step.missing.is_empty() {

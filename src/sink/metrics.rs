@@ -169,7 +169,17 @@ impl LifecycleMetrics {
                     self.ttl_margin_exceeded.add(1, &attrs);
                 }
             }
-            Fact::JobGone { run, finished, deleted, ttl, before_collection, cause, run_finished, exceeded, .. } => {
+            Fact::JobGone {
+                run,
+                finished,
+                deleted,
+                ttl,
+                before_collection,
+                cause,
+                run_finished,
+                exceeded,
+                ..
+            } => {
                 if *cause == DeletionCause::WithRun {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                     let reason = if *run_finished { "retention" } else { "cancel" };

@@ -233,7 +233,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             if !abandoned {
                 attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
             }
-            if let Some(ttl) = ttl.filter(|_| !abandoned) {
+            if let Some(ttl) = ttl.as_ref().filter(|_| !abandoned) {
                 ttl_attrs(&mut attrs, ttl);
                 attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", ttl.seconds as f64 - delay));
             }
@@ -276,7 +276,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             }
             match finished {
                 Some(fin) => {
-                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", *before_collection));
+                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", incident));
                     if let Some(ttl) = ttl {
                         ttl_attrs(&mut attrs, ttl);
                         let deadline = fin.at.add_secs(ttl.seconds);
@@ -313,7 +313,8 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 }
                 // Never finished: its `job.run` ends at the deletion.
                 None => {
-                    attrs.push(kv_str("agentrun.job.outcome", "deleted"));
+                    let outcome = if *cause == DeletionCause::WithRun { "cancelled" } else { "deleted" };
+                    attrs.push(kv_str("agentrun.job.outcome", outcome));
                     Draft {
                         run: run.clone(),
                         name: "job.run",

@@ -516,7 +516,9 @@ mod tests {
         let mut facts = Vec::new();
         while sim.next_at().is_some() {
             for obs in sim.step() {
-                facts.extend(tracker.apply(obs));
+                if let Some(input) = crate::upstream::input(&obs, &Default::default()) {
+                    facts.extend(tracker.apply(input));
+                }
             }
         }
         facts.extend(tracker.flush());

@@ -29,9 +29,9 @@ use tracing::{debug, warn};
 
 use crate::{
     engine::{Kind, Ts, ids::name_key},
+    sink::metrics::{LifecycleMetrics, WatchEventType},
     source::{Change, Observation},
     upstream::objects::{AgentRun, Job, Object, Pod},
-    sink::metrics::{LifecycleMetrics, WatchEventType},
 };
 
 macro_rules! projection_resource {

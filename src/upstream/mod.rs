@@ -64,7 +64,9 @@ pub fn input(obs: &Observation, cfg: &UpstreamConfig) -> Option<Input> {
         Change::RelistBegin { kind, namespace } => {
             Update::RelistBegin { kind: *kind, namespace: namespace.clone() }
         }
-        Change::RelistEnd { kind, namespace } => Update::RelistEnd { kind: *kind, namespace: namespace.clone() },
+        Change::RelistEnd { kind, namespace } => {
+            Update::RelistEnd { kind: *kind, namespace: namespace.clone() }
+        }
     };
     Some(Input { at: obs.at, update })
 }
@@ -300,7 +302,12 @@ pub fn run_update(o: &AgentRun, gone: bool, cfg: &UpstreamConfig) -> Option<RunU
     if status.phase.as_deref() == Some("Template") {
         return None;
     }
-    let ttl_value = o.spec.runtime.as_ref().and_then(|r| r.config.as_ref()).and_then(|c| c.ttl_seconds_after_finished.as_ref());
+    let ttl_value = o
+        .spec
+        .runtime
+        .as_ref()
+        .and_then(|r| r.config.as_ref())
+        .and_then(|c| c.ttl_seconds_after_finished.as_ref());
     let retained = is_retained(meta.annotations.as_ref());
     let outcome = terminal_outcome(status.phase.as_deref());
     let missing = status
@@ -335,10 +342,16 @@ pub fn run_update(o: &AgentRun, gone: bool, cfg: &UpstreamConfig) -> Option<RunU
                 // A retried iteration stays Running with the retry message; only the write in which the step
                 // itself is Retrying with the same Job consumed it (the message stays after that write).
                 let consumption = match it_phase {
-                    StepPhase::Running if phase == StepPhase::Retrying && job.is_some() && job == s.job_ref.as_ref().and_then(|r| r.name.clone()) => {
+                    StepPhase::Running
+                        if phase == StepPhase::Retrying
+                            && job.is_some()
+                            && job == s.job_ref.as_ref().and_then(|r| r.name.clone()) =>
+                    {
                         step_consumption(StepPhase::Retrying, it.message.as_deref())
                     }
-                    StepPhase::Succeeded | StepPhase::Failed => step_consumption(it_phase, it.message.as_deref()),
+                    StepPhase::Succeeded | StepPhase::Failed => {
+                        step_consumption(it_phase, it.message.as_deref())
+                    }
                     _ => None,
                 };
                 IterationStatus {
@@ -347,7 +360,8 @@ pub fn run_update(o: &AgentRun, gone: bool, cfg: &UpstreamConfig) -> Option<RunU
                     finished_at: it.finished_at,
                     job,
                     consumption,
-                    running: matches!(it_phase, StepPhase::Running | StepPhase::Pending) && consumption.is_none(),
+                    running: matches!(it_phase, StepPhase::Running | StepPhase::Pending)
+                        && consumption.is_none(),
                 }
             })
             .collect();
@@ -479,9 +493,10 @@ pub fn pod_update(o: &Pod, gone: bool) -> Option<PodUpdate> {
     let statuses = &o.status.container_statuses;
     // The controller reads the runner's status from the `agent-runner` container (`runner-status.ts`).
     let runner = statuses.iter().find(|c| c.name == objects::RUNNER_CONTAINER).or_else(|| statuses.first());
-    let terminated = runner.and_then(|c| c.state.as_ref()).and_then(|s| s.terminated.as_ref()).map(|t| {
-        PodTermination { at: t.finished_at, exit_code: t.exit_code, reason: t.reason.clone() }
-    });
+    let terminated = runner
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| PodTermination { at: t.finished_at, exit_code: t.exit_code, reason: t.reason.clone() });
     Some(PodUpdate {
         gone,
         job_uid,

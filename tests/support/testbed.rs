@@ -265,7 +265,8 @@ pub fn watch_jobs(client: Client, namespace: &str) -> (JobLog, tokio::task::Join
             if let Some(cs) = job.status.as_ref().and_then(|s| s.conditions.as_ref()) {
                 for c in cs {
                     if (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True" {
-                        f.finished = c.last_transition_time.as_ref().map(agentrun_lifecycle_exporter::upstream::ts);
+                        f.finished =
+                            c.last_transition_time.as_ref().map(agentrun_lifecycle_exporter::upstream::ts);
                     }
                 }
             }
