@@ -31,8 +31,8 @@ fn main() {
         let started = Instant::now();
         let mut facts = 0usize;
         let mut spans = 0usize;
-        for obs in observations.iter().cloned() {
-            let Some(input) = upstream::input(&obs, &cfg) else { continue };
+        for obs in &observations {
+            let Some(input) = upstream::input(obs, &cfg) else { continue };
             for e in tracker.apply(input) {
                 facts += 1;
                 spans += spans_of(&e.fact, &scope).len();

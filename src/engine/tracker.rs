@@ -529,12 +529,16 @@ impl Tracker {
         waiting.extend(
             self.waiting_jobs.remove(&RunKey::Name(namespace.clone(), run_name.into())).unwrap_or_default(),
         );
-        let mut adopted: Vec<(Option<StepKey>, Arc<str>, Arc<str>, Option<Ts>)> = Vec::new();
+        let mut adopted: Vec<(HistoryEntry, Arc<str>)> = Vec::new();
         let mut labels = Vec::new();
         for uid in waiting {
             if let Some(job) = self.jobs.get_mut(&uid) {
-                let finished = job.finish.as_ref().map(|f| f.at);
-                adopted.push((job.info.step.clone(), job.info.name.clone(), job.info.uid.clone(), finished));
+                let entry = HistoryEntry {
+                    step: job.info.step.clone(),
+                    job: name_key(&job.info.name),
+                    finished: job.finish.as_ref().map(|f| f.at),
+                };
+                adopted.push((entry, job.info.uid.clone()));
                 labels.extend(job.labels.take());
             }
         }
@@ -543,11 +547,11 @@ impl Tracker {
             for l in labels {
                 take_labels(run, *l);
             }
-            for (step, name, uid, finished) in adopted {
+            for (entry, uid) in adopted {
                 if !run.jobs.contains(&uid) {
                     push_small(&mut run.jobs, uid);
                 }
-                remember_job(run, step, name_key(&name), finished);
+                remember_job(run, entry.step, entry.job, entry.finished);
             }
         }
     }

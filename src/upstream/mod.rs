@@ -215,7 +215,7 @@ pub fn retention(spec_value: Option<&Value>, retained: bool, cfg: &UpstreamConfi
     }
     let window = match spec_value.and_then(parse_optional_number) {
         Some(v) if v > 0.0 => Some(v.floor().min(i64::MAX as f64) as i64),
-        Some(v) if v == 0.0 => cfg.zero_ttl_retention,
+        Some(0.0) => cfg.zero_ttl_retention,
         _ => cfg.default_retention,
     };
     window.filter(|w| *w > 0)
