@@ -77,13 +77,23 @@ fn cond(type_: &str, reason: &str, at: Ts) -> Condition {
     }
 }
 
-/// `makeName`: lower-case, `[a-z0-9-]`, trimmed, ≤ 63 characters (the hash suffix for longer names is not
-/// modelled: the demo's names are short).
+/// `makeName` (`job-runtime.ts`): lower-case, each run of characters outside `[a-z0-9-]` becomes one `-`,
+/// trimmed of `-`; over 63 characters, the first 54 + `-` + 8 hex characters of the sha1 of the whole name.
 pub fn job_name(run: &str, suffix: &str) -> String {
-    let raw = format!("{run}-{suffix}").to_lowercase();
-    let cleaned: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    cleaned.trim_matches('-').chars().take(63).collect()
+    let mut normalized = String::with_capacity(run.len());
+    for c in run.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+            normalized.push(c);
+        } else if !normalized.ends_with('-') || normalized.is_empty() {
+            normalized.push('-');
+        }
+    }
+    let combined = format!("{normalized}-{suffix}").trim_matches('-').to_owned();
+    if combined.len() <= 63 {
+        return combined;
+    }
+    let hash = sha1_smol::Sha1::from(combined.as_bytes()).digest().to_string();
+    format!("{}-{}", &combined[..54], &hash[..8])
 }
 
 pub fn agentrun(spec: &RunSpec, created: Ts) -> AgentRun {
@@ -197,7 +207,7 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
     let step = step_mut(run, index, name);
     step.phase = Some("Running".into());
     step.attempt = Some(attempt.into());
-    step.message = None;
+    // The message of an earlier transition ("Job missing; retrying") stays: upstream never clears it.
     step.started_at = Some(at);
     step.finished_at = None;
     step.last_transition_time = Some(at);
@@ -256,6 +266,23 @@ pub fn step_job_missing(run: &mut AgentRun, index: u32, name: &str, retrying: bo
             wf.phase = Some("Failed".into());
         }
         upsert_condition(st, cond("Failed", "WorkflowJobMissing", at));
+    }
+}
+
+/// A step ran past `timeoutSeconds` while its Job had not finished: Retrying (attempts left) or Failed; the
+/// Job is left running, never read and never TTL-patched.
+pub fn step_timed_out(run: &mut AgentRun, index: u32, name: &str, retrying: bool, at: Ts) {
+    status(run).updated_at = Some(at);
+    let step = step_mut(run, index, name);
+    step.phase = Some(if retrying { "Retrying" } else { "Failed" }.into());
+    step.message = Some(if retrying { "Step timed out; retrying" } else { "Step timed out" }.into());
+    step.last_transition_time = Some(at);
+    if !retrying {
+        let st = status(run);
+        st.phase = Some("Failed".into());
+        st.reason = Some("WorkflowStepTimedOut".into());
+        st.finished_at = Some(at);
+        upsert_condition(st, cond("Failed", "WorkflowStepTimedOut", at));
     }
 }
 
