@@ -87,6 +87,7 @@ COUNTER_LABELS = {
     "agentrun_runs_total": ("namespace", "runtime", "outcome"),
     "agentrun_job_missing_total": ("namespace", "runtime", "reason"),
     "agentrun_job_deleted_before_collection_total": ("namespace", "runtime"),
+    "agentrun_job_deleted_with_run_total": ("namespace", "runtime", "reason"),
     "agentrun_job_ttl_margin_exceeded_total": ("namespace", "runtime", "ttl_applied"),
 }
 HISTOGRAM_LABELS = {
@@ -749,6 +750,13 @@ def lifecycle(cfg: dict) -> dict:
                                   lg("{{namespace}} {{runtime}}"), "A")],
                      unit="short", bars=True, min_=0, decimals=0,
                      links=[deleted_link(tr, Traces.FIELD_NS, field=True)]), 12, 8)
+    L.add(timeseries("Jobs deleted with their run",
+                     "Jobs the agents controller deleted because their AgentRun was deleted, per interval: reason "
+                     "cancel (the run was still running) or retention (it had finished). Not incidents; a cancel "
+                     "rate that jumps is worth a look.",
+                     [prom_target(q.counter("agentrun_job_deleted_with_run_total", ("namespace", "reason")),
+                                  lg("{{namespace}} {{reason}}"), "A")],
+                     unit="short", bars=True, min_=0, decimals=0), 12, 8)
 
     # ---- Exporter health ----------------------------------------------------
     L.row("Exporter health")

@@ -168,7 +168,9 @@ impl StandIn {
                 }
                 match &step {
                     None => upstream::submitted(&mut model, &as_projection, now),
-                    Some(s) => upstream::step_running(&mut model, s.index, &s.name, s.attempt, &as_projection, now),
+                    Some(s) => {
+                        upstream::step_running(&mut model, s.index, &s.name, s.attempt, &as_projection, now)
+                    }
                 }
                 self.write_status(&model).await?;
                 if let Some((_, finished)) = carried.take() {
