@@ -82,7 +82,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), ready.clone());
-    let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
+    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
 
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let tasks = spawn_watches(client, &scope, tx, telemetry.metrics.clone(), ready);
@@ -189,20 +189,20 @@ fn demo_line(done: u64, total: Option<u64>, r: &RunSummary) -> String {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.speed > 0.0, "--speed must be positive");
     let telemetry = telemetry::init(TracesDefault::OtlpElseConsole, Box::new(std::io::stdout()))?;
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), Arc::new(AlwaysReady));
-    let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
+    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
     println!(
         "demo: simulated cluster at {}x real time; metrics on http://{}/metrics",
         args.speed, args.metrics_addr
     );
 
     // The simulated clock is back-dated so that it never runs ahead of the wall clock.
+    // Bounded: `--runs` is any u64, and a clock back-dated past a year only makes times absurd.
     let backdate = match args.runs {
-        Some(n) => Simulator::expected_span_secs(n, args.arrival),
+        Some(n) => Simulator::expected_span_secs(n, args.arrival).min(366.0 * 86_400.0),
         None => 6.0 * 3600.0,
     };
     let start = Ts::now().add_millis(-(backdate * 1000.0) as i64);
