@@ -146,19 +146,33 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let capture = replay::read_files(&args.files)?;
-    for s in &capture.skipped {
-        warn!("{s}");
-    }
+    let mut merged = replay::Merged::open(&args.files)?;
     let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stderr()))?;
     let mut cfg = args.engine.tracker_config(Ts(i64::MIN));
     cfg.backfill_window_ms = None;
     let mut pipeline =
         Pipeline::new(Tracker::new(cfg), args.engine.upstream_config(), telemetry).with_summary();
-    let events = capture.observations.len();
-    for obs in capture.observations {
-        pipeline.tick(obs.at);
-        pipeline.observe(obs);
+    let (mut events, mut skipped, mut warnings) = (0u64, 0u64, 0u64);
+    // Streamed: one event in memory at a time, besides the merge's reorder windows.
+    for item in merged.by_ref() {
+        match item {
+            replay::Replayed::Observation(obs) => {
+                events += 1;
+                pipeline.advance(obs.at);
+                pipeline.observe(obs);
+            }
+            replay::Replayed::Skipped(s) => {
+                skipped += 1;
+                warn!("{s}");
+            }
+            replay::Replayed::Warning(w) => {
+                warnings += 1;
+                warn!("{w}");
+            }
+        }
+    }
+    if let Some(e) = merged.take_error() {
+        warn!("{e}; the events read before it are replayed");
     }
     pipeline.flush();
     let summary = finish(pipeline).await.unwrap_or_default();
@@ -167,7 +181,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         SummaryFormat::Json => summary.to_json_lines(),
     };
     print!("{text}");
-    info!(events, skipped = capture.skipped.len(), runs = summary.len(), "replayed");
+    info!(events, skipped, warnings, runs = summary.len(), "replayed");
     Ok(())
 }
 

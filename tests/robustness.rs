@@ -76,19 +76,23 @@ fn replay_reads_past_a_bom_garbage_and_invalid_utf8() {
 
 #[test]
 fn replay_kubectl_form_survives_non_ascii_garbage() {
-    let pretty = serde_json::to_string_pretty(&serde_json::json!({
-        "type": "ADDED", "object": serde_json::from_str::<serde_json::Value>(JOB).unwrap()
-    }))
-    .unwrap();
-    let text = format!("{pretty}\n漢字 garbage\n{{ é€\n{pretty}\n");
+    let pretty = |object: &str| {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "type": "ADDED", "object": serde_json::from_str::<serde_json::Value>(object).unwrap()
+        }))
+        .unwrap()
+    };
+    let run = pretty(RUN);
+    let text = format!("{run}\n漢字 garbage\n{{ é€\n{}\n", pretty(JOB));
     let path = scratch("pretty.json", text.as_bytes());
-    let (out, stderr) = replay(&[path.to_str().unwrap()]);
+    let (out, stderr) = replay(&["--format", "json", path.to_str().unwrap()]);
     assert!(out.status.success(), "replay failed: {stderr}");
-    let garbage = pretty.lines().count() + 1;
+    let garbage = run.lines().count() + 1;
     assert!(stderr.contains(&format!("{}:{garbage}:", path.display())), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("r-job") || stdout.contains("jobs"), "{stdout}");
     assert!(!stderr.contains('漢'), "{stderr}");
+    // The run before the garbage and its Job after it were both replayed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"jobs\":1"), "{stdout}");
 }
 
 /// Wrong-typed fields, unsupported event types, ERROR events: the warning names the field and the type

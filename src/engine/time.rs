@@ -63,7 +63,10 @@ impl serde::Serialize for Ts {
 impl<'de> serde::Deserialize<'de> for Ts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ts::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+        // invalid_value, not a custom message: callers that log it can drop the value and keep the type.
+        Ts::parse(&s).ok_or_else(|| {
+            serde::de::Error::invalid_value(serde::de::Unexpected::Str(&s), &"an RFC 3339 time")
+        })
     }
 }
 
