@@ -1,7 +1,8 @@
 //! `replay` as a whole process on a large capture: generates JSON Lines from the demo simulator (what
 //! `demo --record` writes), then runs the release binary on it and prints events, seconds and peak RSS.
 //!
-//! `cargo bench --bench replay` (10^6 events); `REPLAY_EVENTS=N` for another size. Two shapes: `steady`
+//! `cargo bench --bench replay` (10^6 events); `REPLAY_EVENTS=N` for another size, `REPLAY_KEEP=1` to keep
+//! the captures (for a profiler). Two shapes: `steady`
 //! (a run every 8 simulated seconds, a few dozen open at a time) and `crowded` (a run every 10 ms: tens of
 //! thousands open at once, which made the per-event gauge refresh quadratic).
 
@@ -84,7 +85,11 @@ fn main() {
             rss.as_deref().unwrap_or("unknown"),
             out.status
         );
-        let _ = std::fs::remove_file(&path);
+        if std::env::var_os("REPLAY_KEEP").is_some() {
+            println!("{shape}: kept {}", path.display());
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
     }
     let _ = std::fs::remove_dir(&dir);
 }

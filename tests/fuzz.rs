@@ -432,32 +432,33 @@ fn diff(a: &[String], b: &[String]) -> Option<String> {
         .then(|| format!("in order only: {only_a:#?}\ninterleaved only: {only_b:#?}"))
 }
 
-/// Runs the engine properties; returns the number of observations applied.
-fn fuzz_engine(cases: u32, seed: u8) -> u64 {
+/// One engine case: corrupted, no panic and sane spans; re-interleaved, the same facts. Returns the number
+/// of observations applied.
+fn check_engine(case: &EngineCase, scope: &InstrumentationScope) -> Result<u64, TestCaseError> {
+    let base = observations(case.seed, case.runs, case.arrival as f64);
+    let mut corrupted = base.clone();
+    corrupt(&mut corrupted, &case.corruptions);
+    check_spans(&run_engine(&corrupted), scope)?;
+    let reordered = interleave(&base, case.interleave);
+    let (a, b) = (run_engine(&base), run_engine(&reordered));
+    check_spans(&b, scope)?;
+    if let Some(d) = diff(&facts_where(&a, true), &facts_where(&b, true)) {
+        return Err(TestCaseError::fail(format!("the interleaving of the watches changed the facts:\n{d}")));
+    }
+    Ok((corrupted.len() + 2 * base.len()) as u64)
+}
+
+/// Runs the engine properties; the number of observations applied, or the failure with its minimal input.
+fn fuzz_engine(cases: u32, seed: u8) -> Result<u64, String> {
     let scope = InstrumentationScope::builder("fuzz").build();
     let count = AtomicU64::new(0);
-    let result = runner(cases, seed).run(&engine_strategy(), |case| {
-        let base = observations(case.seed, case.runs, case.arrival as f64);
-        // Corrupted: no panic, sane spans.
-        let mut corrupted = base.clone();
-        corrupt(&mut corrupted, &case.corruptions);
-        check_spans(&run_engine(&corrupted), &scope)?;
-        // Re-interleaved: the same facts.
-        let reordered = interleave(&base, case.interleave);
-        let (a, b) = (run_engine(&base), run_engine(&reordered));
-        check_spans(&b, &scope)?;
-        if let Some(d) = diff(&facts_where(&a, true), &facts_where(&b, true)) {
-            return Err(TestCaseError::fail(format!(
-                "the interleaving of the watches changed the facts:\n{d}"
-            )));
-        }
-        count.fetch_add((corrupted.len() + 2 * base.len()) as u64, Ordering::Relaxed);
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("engine property failed: {e}");
-    }
-    count.into_inner()
+    runner(cases, seed)
+        .run(&engine_strategy(), |case| {
+            count.fetch_add(check_engine(&case, &scope)?, Ordering::Relaxed);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(count.into_inner())
 }
 
 /// Findings for the engine's owner, found by the interleaving property; they fail today, hence ignored.
@@ -472,6 +473,27 @@ fn known_order_dependence() {
     let (a, b) = (run_engine(&base), run_engine(&reordered));
     if let Some(d) = diff(&facts(&a), &facts(&b)) {
         panic!("{d}");
+    }
+}
+
+/// 3. A corrupted sequence (a relist marker inserted, an ADDED turned into a DELETED) gives a `job.submit`
+///    that starts before its `workflow.step` parent: the clamping misses a path.
+#[test]
+#[ignore = "engine finding: a child span starts before its parent (see the comment)"]
+fn known_child_before_parent() {
+    let case = EngineCase {
+        seed: 6_844_575_056_248_292_936,
+        runs: 1,
+        arrival: 1,
+        corruptions: vec![
+            (5_462_502_882_759_173_691, 7, 4_781_452_606_838_121_438),
+            (5_746_175_204_578_656_473, 6, 0),
+        ],
+        interleave: 0,
+    };
+    let scope = InstrumentationScope::builder("fuzz").build();
+    if let Err(e) = check_engine(&case, &scope) {
+        panic!("{e}");
     }
 }
 
@@ -507,33 +529,46 @@ fn decoder_short_run() {
 
 #[test]
 fn engine_short_run() {
-    let observations = fuzz_engine(150, 1);
+    let observations = fuzz_engine(150, 1).unwrap_or_else(|e| panic!("engine property failed: {e}"));
     assert!(observations > 1_000);
 }
 
 /// The long run: until `FUZZ_INPUTS` inputs (default 10^7), half decoded lines, half observations, in
-/// rounds with fresh seeds.
+/// rounds with fresh seeds. A failing engine round is recorded (its minimal input) and the run goes on; the
+/// test fails at the end if any round failed.
 #[test]
 #[ignore]
 fn long_run() {
     let target: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
     let started = Instant::now();
-    let (mut lines, mut observed, mut round) = (0u64, 0u64, 0u8);
+    let (mut lines, mut observed, mut round) = (0u64, 0u64, 0u32);
+    let mut findings = Vec::new();
     while lines + observed < target {
-        round = round.wrapping_add(1);
+        round += 1;
+        let seed = (round % 251) as u8;
         if lines <= observed {
-            lines += fuzz_decoder(20_000, round);
+            lines += fuzz_decoder(20_000, seed);
         } else {
-            observed += fuzz_engine(2_000, round);
+            match fuzz_engine(2_000, seed) {
+                Ok(n) => observed += n,
+                Err(e) => {
+                    // The round's inputs up to the failure are not counted.
+                    println!("round {round}: FAILED: {}", e.lines().take(40).collect::<Vec<_>>().join("\n"));
+                    findings.push(e.lines().next().unwrap_or_default().to_string());
+                }
+            }
         }
         println!(
-            "round {round}: {lines} lines decoded, {observed} observations, {:.0} s",
+            "round {round}: {lines} lines decoded, {observed} observations, {} failed rounds, {:.0} s",
+            findings.len(),
             started.elapsed().as_secs_f64()
         );
     }
     println!(
-        "fuzz long run: {} inputs ({lines} replay lines, {observed} engine observations), no failure, {:.0} s",
+        "fuzz long run: {} inputs ({lines} replay lines, {observed} engine observations) in {:.0} s; {} failed rounds",
         lines + observed,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        findings.len()
     );
+    assert!(findings.is_empty(), "findings: {findings:#?}");
 }

@@ -484,6 +484,10 @@ fn decode(value: Value, now: Ts) -> Result<Option<Decoded>, String> {
 /// the path).
 fn object_of(value: &Value) -> Result<Object, String> {
     fn typed<'a, T: serde::Deserialize<'a>>(value: &'a Value) -> Result<T, String> {
+        // Tracking the path costs on every field: decode plainly, and again with the path only on failure.
+        if let Ok(v) = T::deserialize(value) {
+            return Ok(v);
+        }
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "object".to_string() } else { format!("object.{path}") };
