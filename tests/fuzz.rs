@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Instant,
 };
 
@@ -33,6 +33,11 @@ use proptest::{
 const MARKER: &str = "SEKRET-7f3a";
 
 const T0: i64 = 1_787_227_200_000;
+
+/// In the long run, the known finding 3 (a child starting before its parent) is counted instead of failing
+/// its round, so the run covers its whole budget; it fails at the end if the count is not zero.
+static COUNT_CHILD_BEFORE_PARENT: AtomicBool = AtomicBool::new(false);
+static CHILD_BEFORE_PARENT: AtomicU64 = AtomicU64::new(0);
 
 fn observations(seed: u64, runs: u64, arrival_secs: f64) -> Vec<Observation> {
     let mut sim = Simulator::new(DemoConfig { runs: Some(runs), seed, arrival_secs, start: Ts(T0) });
@@ -347,6 +352,10 @@ fn check_spans(emitted: &[Emitted], scope: &InstrumentationScope) -> Result<(), 
                 "{} is not in its parent's trace",
                 s.name
             );
+            if s.start_time < parent.start_time && COUNT_CHILD_BEFORE_PARENT.load(Ordering::Relaxed) {
+                CHILD_BEFORE_PARENT.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             prop_assert!(
                 s.start_time >= parent.start_time,
                 "{} starts before its parent {}",
@@ -540,6 +549,7 @@ fn engine_short_run() {
 #[ignore]
 fn long_run() {
     let target: u64 = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    COUNT_CHILD_BEFORE_PARENT.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (mut lines, mut observed, mut round) = (0u64, 0u64, 0u32);
     let mut findings = Vec::new();
@@ -559,16 +569,21 @@ fn long_run() {
             }
         }
         println!(
-            "round {round}: {lines} lines decoded, {observed} observations, {} failed rounds, {:.0} s",
+            "round {round}: {lines} lines decoded, {observed} observations, {} failed rounds, {} child spans before their parent, {:.0} s",
             findings.len(),
+            CHILD_BEFORE_PARENT.load(Ordering::Relaxed),
             started.elapsed().as_secs_f64()
         );
     }
+    let early = CHILD_BEFORE_PARENT.load(Ordering::Relaxed);
     println!(
-        "fuzz long run: {} inputs ({lines} replay lines, {observed} engine observations) in {:.0} s; {} failed rounds",
+        "fuzz long run: {} inputs ({lines} replay lines, {observed} engine observations) in {:.0} s; {} failed rounds; {early} child spans before their parent (finding 3)",
         lines + observed,
         started.elapsed().as_secs_f64(),
         findings.len()
     );
-    assert!(findings.is_empty(), "findings: {findings:#?}");
+    assert!(
+        findings.is_empty() && early == 0,
+        "findings: {findings:#?}; {early} child spans before their parent"
+    );
 }
