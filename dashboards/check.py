@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TELEMETRY = ROOT / "docs" / "telemetry.md"
 RULES = ROOT / "alerts" / "agentrun-lifecycle.rules.yaml"
+# The committed dashboards: one copy, where the Helm chart packages them.
+DASHBOARDS = ROOT / "deploy" / "chart" / "dashboards"
 
 # Pinned: a uid is an API (bookmarks, links, provisioning). Change it here on
 # purpose only.
@@ -522,7 +524,7 @@ def check_generated() -> list[str]:
     spec.loader.exec_module(gen)
     pr = []
     for name, text in gen.render(gen.CONFIG).items():
-        path = HERE / name
+        path = DASHBOARDS / name
         if not path.exists():
             pr.append(f"{name} missing (run python3 dashboards/generate.py)")
         elif path.read_text() != text:
@@ -604,7 +606,7 @@ def load_dashboards(res: Results, folder: Path) -> dict[str, dict]:
     return dashes
 
 
-def run_static(res: Results, folder: Path = HERE) -> dict[str, dict]:
+def run_static(res: Results, folder: Path = DASHBOARDS) -> dict[str, dict]:
     metrics = parse_telemetry(TELEMETRY)
     res.check("docs/telemetry.md lists metrics", [] if metrics else ["no metric table found"])
     series = allowed_series(metrics)
@@ -619,7 +621,7 @@ def run_static(res: Results, folder: Path = HERE) -> dict[str, dict]:
         res.check(f"{name}: queries use catalogued metrics and labels, filters, aggregation, windows",
                   check_queries(d, series, domain_counters(metrics), rules))
         res.check(f"{name}: trace links decode to Explore queries", check_links(d))
-    if folder.resolve() == HERE:
+    if folder.resolve() == DASHBOARDS.resolve():
         res.check("rendered JSON is up to date with generate.py", check_generated())
     return dashes
 
@@ -742,8 +744,9 @@ def main(argv=None) -> int:
     ap.add_argument("--allow-empty", metavar="REGEX", action="append", default=[],
                     help="panel titles whose queries may return nothing (repeatable)")
     ap.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
-    ap.add_argument("--dashboards", type=Path, default=HERE, metavar="DIR",
-                    help="check the dashboards in DIR, e.g. a variant from generate.py --out (default: this folder; "
+    ap.add_argument("--dashboards", type=Path, default=DASHBOARDS, metavar="DIR",
+                    help="check the dashboards in DIR, e.g. a variant from generate.py --out (default: "
+                         "deploy/chart/dashboards, the committed copy; "
                          "the up-to-date check runs only for it)")
     args = ap.parse_args(argv)
     if args.lookback:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Generate the Grafana dashboards of agentrun-lifecycle-exporter.
 
-Python 3.11 standard library only. The rendered JSON is committed next to this
-script; `check.py` fails when it is not what this script produces.
+Python 3.11 standard library only. The rendered JSON is committed once, where
+the Helm chart packages it (deploy/chart/dashboards/); `check.py` fails when it
+is not what this script produces.
 
-    python3 dashboards/generate.py              # rewrite dashboards/*.json
+    python3 dashboards/generate.py              # rewrite deploy/chart/dashboards/*.json
     python3 dashboards/generate.py --check      # exit 1 if the committed JSON is stale
     python3 dashboards/generate.py --out DIR --traces-backend jaeger --multi-cluster
                                                 # a variant for another install
@@ -24,6 +25,10 @@ import urllib.parse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# The one committed copy: Helm reads only files inside the chart (.Files.Glob in
+# deploy/chart/templates/dashboards.yaml).
+OUT = ROOT / "deploy" / "chart" / "dashboards"
 
 CONFIG = {
     # Dashboard identity. The uids are an API: links and bookmarks use them.
@@ -1180,7 +1185,8 @@ def render(cfg: dict) -> dict[str, str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=HERE, help="directory to write to (default: next to this script)")
+    ap.add_argument("--out", type=Path, default=OUT,
+                    help="directory to write to (default: deploy/chart/dashboards, the committed copy)")
     ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a file differs")
     ap.add_argument("--traces-backend", choices=("tempo", "jaeger"), help="override CONFIG traces_backend")
     ap.add_argument("--multi-cluster", action="store_true", help="show the cluster variable, split by cluster")

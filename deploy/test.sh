@@ -137,7 +137,8 @@ expect_fail "port name longer than 15" "/exporter/metrics/portName" "$helm" temp
 step "generated files are up to date"
 run "alerts/agentrun-lifecycle.rules.yaml is the chart's default rendering (deploy/render-alerts.sh --check)" \
   env HELM="$helm" "$here/render-alerts.sh" --check
-run "deploy/chart/dashboards matches dashboards/*.json (deploy/sync.sh --check)" "$here/sync.sh" --check
+run "deploy/chart/dashboards/*.json is what dashboards/generate.py renders (--check)" \
+  python3 "$root/dashboards/generate.py" --check
 "$helm" template t "$chart" --set prometheusRule.enabled=true --show-only templates/prometheusrule.yaml |
   awk 'f { sub(/^  /, ""); print } /^spec:$/ { f = 1 }' >"$tmp/prometheusrule-spec.yaml"
 grep -v '^#' "$root/alerts/agentrun-lifecycle.rules.yaml" >"$tmp/rules-file.yaml"
