@@ -12,6 +12,8 @@ Static (always):
     labels only, filters on cluster and namespace, aggregates (so job/instance/
     otel_scope_* go away), and uses only [$__rate_interval] or [$__range] windows;
   - a panel that uses a recording rule also works from raw metrics;
+  - every query parses with Prometheus' own parser (`promtool check rules` on
+    the queries, variables substituted; skipped with a note without promtool);
   - exemplars are off; trace links decode to an Explore query;
   - the committed JSON (deploy/chart/dashboards/) is what generate.py renders.
 
@@ -26,8 +28,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -583,6 +589,60 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
     return problems
 
 
+# Values the template variables take for parsing: any valid PromQL will do.
+PARSE_VALUES = {"namespace": ".*", "cluster": ".*", "__rate_interval": "1m", "__range": "1h", "__interval": "1m"}
+
+
+def promtool_path() -> str | None:
+    return shutil.which(os.environ.get("PROMTOOL") or "promtool")
+
+
+def parse_errors(promtool: str, queries: list[tuple[str, str]]) -> list[str]:
+    """Prometheus' own parser on every query: `promtool check rules` over a
+    rules file that records each (where, expr) query, with the template
+    variables already substituted. One problem per query that does not parse."""
+    rules = [{"record": f"dashboard_check:q{i}", "expr": q} for i, (_, q) in enumerate(queries)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "queries.yaml"
+        # JSON is YAML.
+        path.write_text(json.dumps({"groups": [{"name": "dashboard-queries", "rules": rules}]}, indent=1))
+        r = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    problems = []
+    for m in re.finditer(r'"dashboard_check:q(\d+)": (.*)', out):
+        where, q = queries[int(m.group(1))]
+        problems.append(f"{where}: {m.group(2)}\n        {q}")
+    if r.returncode != 0 and not problems:
+        problems.append(f"promtool check rules failed: {out.strip()[:500]}")
+    return problems
+
+
+def check_syntax(dashes: dict[str, dict], promtool: str) -> list[str]:
+    queries = []
+    for d in dashes.values():
+        values = variable_values(d, PARSE_VALUES)
+        for p in panels_of(d):
+            for t in p.get("targets", []):
+                if p.get("type") == "row" or not is_prom_target(t, p):
+                    continue
+                where = f"{d.get('title')} / {p.get('title')} {t.get('refId')}"
+                try:
+                    queries.append((where, substitute(t.get("expr", ""), values)))
+                except KeyError as e:
+                    queries.append((where, f"unknown variable ${e.args[0]}"))
+    return parse_errors(promtool, queries)
+
+
+def syntax_self_test(promtool: str) -> list[str]:
+    good = ('sum by (namespace) (rate(agentrun_runs_total{cluster=~".*"}[1m]))', "vector(99.9 / 100)")
+    bad = ('sum(agentrun_runs_total) /', "sum(rate(agentrun_runs_total[1m]) agentrun_runs_total)")
+    got = parse_errors(promtool, [("good", q) for q in good] + [("bad", q) for q in bad])
+    problems = [f"good query flagged: {g}" for g in got if g.startswith("good")]
+    if sum(g.startswith("bad") for g in got) != len(bad):
+        problems.append(f"broken queries not all caught: {got}")
+    return problems
+
+
 def load_dashboards(res: Results, folder: Path) -> dict[str, dict]:
     dashes = {}
     files = sorted(folder.glob("*.json"))
@@ -619,6 +679,12 @@ def run_static(res: Results, folder: Path = DASHBOARDS) -> dict[str, dict]:
         res.check(f"{name}: queries use catalogued metrics and labels, filters, aggregation, windows",
                   check_queries(d, series, domain_counters(metrics), rules))
         res.check(f"{name}: trace links decode to Explore queries", check_links(d))
+    promtool = promtool_path()
+    if promtool:
+        res.check("Prometheus parses every query (promtool check rules; self-test first)",
+                  syntax_self_test(promtool) or check_syntax(dashes, promtool))
+    else:
+        print("note: promtool not found ($PROMTOOL, PATH): queries not parsed by Prometheus (tests/run.sh installs it)")
     if folder.resolve() == DASHBOARDS.resolve():
         res.check("rendered JSON is up to date with generate.py", check_generated())
     return dashes
