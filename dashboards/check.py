@@ -58,6 +58,7 @@ EXPECTED_UIDS = {
 }
 TITLE_PREFIX = "AgentRun / "
 REQUIRED_TAGS = {"agentrun", "agentrun-lifecycle-exporter"}
+# alerts.clusterLabel of the chart's values (set by main(); the generator reads the same value).
 CLUSTER_LABEL = "cluster"
 PROM_UID = "${datasource}"
 TRACES_UID = "${traces_datasource}"
@@ -528,18 +529,22 @@ def check_links(d: dict) -> list[str]:
     return pr
 
 
-def check_generated() -> list[str]:
-    """generate.py --check: the committed JSON is the default rendering."""
+def generator():
     spec = importlib.util.spec_from_file_location("agentrun_dashboards_generate", HERE / "generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    return [p + "\n     (run python3 dashboards/generate.py)" for p in gen.check()]
+    return gen
+
+
+def check_generated() -> list[str]:
+    """generate.py --check: the committed JSON is the default rendering."""
+    return [p + "\n     (run python3 dashboards/generate.py)" for p in generator().check()]
 
 
 def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[str]:
     """The query checks must catch what they are for: each broken query below
     must be flagged with the given fragment, and the good ones not at all."""
-    f = 'cluster=~"$cluster", namespace=~"$namespace"'
+    f = f'{CLUSTER_LABEL}=~"$cluster", namespace=~"$namespace"'
     good = [
         f'sum by (namespace) (max by (cluster, namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
         f'sum(max by (namespace, runtime, reason) (increase(agentrun_job_missing_total{{{f}}}[$__range])))',
@@ -565,6 +570,11 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
         (f'max_over_time(sum(agentrun_runs_total{{{f}}})[1h:])', "subquery"),
         (f'sum({{{f}}})', "without a metric name"),
     ]
+    if CLUSTER_LABEL != "cluster":
+        def cl(text):
+            return re.sub(r'(?<![\w])cluster=~"\$cluster"', f'{CLUSTER_LABEL}=~"$cluster"', text)
+        good = [cl(e) for e in good]
+        bad = [(cl(e), cl(frag)) for e, frag in bad]
     rules = {"rule:x", "rule:only"}
     problems = []
 
@@ -812,9 +822,14 @@ def main(argv=None) -> int:
                     help="check the dashboards in DIR, e.g. a variant from generate.py --out (default: "
                          "deploy/chart/dashboards, the committed copy; "
                          "the up-to-date check runs only for it)")
+    ap.add_argument("--values", type=Path, action="append", default=[], metavar="FILE",
+                    help="chart values the dashboards in --dashboards were rendered with (generate.py --values); "
+                         "the checks take the cluster label from them")
     args = ap.parse_args(argv)
     if args.lookback:
         parse_duration(args.lookback)
+    global CLUSTER_LABEL
+    CLUSTER_LABEL = generator().config.load(*args.values)["cluster_label"]
 
     res = Results()
     dashes = run_static(res, args.dashboards)
