@@ -235,7 +235,7 @@ async fn s3_failing_job() {
     watch.abort();
 }
 
-/// Scenario 4, the incident of the design note: a TTL set at creation shorter than the collection delay. The
+/// Scenario 4, the incident this exporter exists for: a TTL set at creation shorter than the collection delay. The
 /// real TTL controller deletes the Job first, the stand-in writes `WorkflowJobMissing`; the exporter counts a
 /// deletion before collection, the span shows it, the margin is negative, and the real Prometheus fires the
 /// margin and deleted-before-collection alerts.

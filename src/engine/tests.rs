@@ -1,4 +1,4 @@
-//! Tracker scenarios, built from upstream-shaped objects (domain brief §10): both runtimes, both TTL styles,
+//! Tracker scenarios, built from upstream-shaped objects (`upstream::shapes`): both runtimes, both TTL styles,
 //! failure, JobMissing, WorkflowJobMissing, deletion before collection, relist gaps, restarts, event order.
 
 use super::{facts::*, model::Kind, time::*, tracker::*};
@@ -289,7 +289,7 @@ fn failed_job_is_collected_as_failed() {
     }
 }
 
-/// The incident of the design note, job runtime: TTL set at creation (older controllers) shorter than the
+/// The incident this exporter exists for, job runtime: TTL set at creation (older controllers) shorter than the
 /// collection delay, so the TTL controller deletes the Job first and the run ends `JobMissing`.
 #[test]
 fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {

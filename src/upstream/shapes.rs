@@ -1,5 +1,5 @@
 //! Objects shaped exactly as the agents controller, the Kubernetes Job and TTL controllers and the kubelet
-//! write them (see the domain brief: names, labels, owner references, status fields, condition order). The
+//! write them (names, labels, owner references, status fields, condition order; see docs/design.md, "The upstream boundary"). The
 //! demo simulator builds its cluster from these, and the engine's tests build their fixtures from them.
 
 use std::collections::BTreeMap;
