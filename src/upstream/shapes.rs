@@ -1,6 +1,7 @@
 //! Objects shaped exactly as the agents controller, the Kubernetes Job and TTL controllers and the kubelet
-//! write them (names, labels, owner references, status fields, condition order; see docs/design.md, "The upstream boundary"). The
-//! demo simulator builds its cluster from these, and the engine's tests build their fixtures from them.
+//! write them: names, labels, owner references, status fields, condition order, and the order of the writes
+//! (docs/design.md, "The upstream boundary"). The demo simulator builds its cluster from these, and the
+//! engine's tests build their fixtures from them.
 
 use std::collections::BTreeMap;
 
