@@ -250,7 +250,20 @@ impl Tracker {
         }
     }
 
-    /// Gauge values at `now`.
+    /// The gauges by walking every object, for tests: the incremental ones must always equal them.
+    #[cfg(test)]
+    pub(crate) fn gauges_by_walking(&self, now: Ts) -> BTreeMap<Arc<str>, NamespaceGauges> {
+        let mut g = BTreeMap::new();
+        for (name, ns) in &self.namespaces {
+            let has_series = self.series_seen.iter().any(|(n, _)| n == name);
+            if let Some(gauges) = ns.gauges_by_walking(&self.cfg, now, has_series) {
+                g.insert(name.clone(), gauges);
+            }
+        }
+        g
+    }
+
+    /// Gauge values at `now`: as many steps as namespaces, whatever is tracked.
     pub fn gauges(&mut self, now: Ts) -> LiveGauges {
         let mut g = LiveGauges::default();
         for (name, ns) in self.namespaces.iter_mut() {
