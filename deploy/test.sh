@@ -87,6 +87,7 @@ for want in \
   'name: OTEL_EXPORTER_OTLP_ENDPOINT' 'name: OTEL_EXPORTER_OTLP_HEADERS' 'name: OTEL_SERVICE_NAME' \
   'value: "service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),deployment.environment.name=prod,k8s.cluster.name=prod"' \
   'name: AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS' 'value: "86400"' 'value: "604800"' \
+  'name: AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS' 'value: "3600"' \
   'type: Recreate' 'honorLabels: true' 'grafana_dashboard: "1"' 'namespace: monitoring' \
   'severity: critical' 'team: "platform"' 'absent(agentrun_exporter_build_info{k8s_cluster="prod"})' \
   'sum by (k8s_cluster, namespace) (rate(agentrun_runs_total[5m]))'; do
