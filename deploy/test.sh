@@ -359,6 +359,17 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
     if sel is not None and sel != ["prod"]: bad.append("namespaceSelector of " + d["kind"])
 print(" ".join(bad))' "$tmp/nso.yaml")
 if [[ -z $nso ]] && grep -q '^kind: PodMonitor$' "$tmp/nso.yaml"; then ok "namespaceOverride: every object, RoleBinding subject and PodMonitor selector in prod"; else ko "namespaceOverride: outside prod: $nso"; fi
+expect_fail "rbac.serviceAccountName Roles must cover the namespaces the sidecar watches" \
+  "binds Roles only in agents: set agentrun-lifecycle-exporter.exporter.namespaces to \\[agents, agents-ci\\]" \
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set 'controller.namespaces={agents,agents-ci}' \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa
+"$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set 'controller.namespaces={agents,agents-ci}' \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa --set 'agentrun-lifecycle-exporter.exporter.namespaces={agents,agents-ci}' >"$tmp/rbac-ns.yaml"
+if count_is "$tmp/rbac-ns.yaml" '^kind: RoleBinding$' 2 && grep -qF -- '- "agents,agents-ci"' "$tmp/rbac-ns.yaml"; then
+  ok "rbac.serviceAccountName with exporter.namespaces: a RoleBinding per watched namespace"
+else
+  ko "rbac.serviceAccountName with exporter.namespaces"
+fi
 expect_fail "the sidecar's TTL cannot be set apart from the controller's" "the sidecar copies the controller container's own variable" \
   "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,controllers.lifecycleExporter.jobTtlSecondsAfterFinished=86400
 expect_fail "nor through extraEnv" "extraEnv sets AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS" \

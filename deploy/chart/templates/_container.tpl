@@ -62,7 +62,8 @@ For other parents (no controllerContainer):
 {{- fail (printf "controllers.lifecycleExporter.extraEnv sets %s: the sidecar copies the controller container's own %s" $e.name $e.name) -}}
 {{- end -}}
 {{- end -}}
-{{- include "agentrun-lifecycle-exporter.checkDependencyNamespace" (dict "sub" $sub "root" .root "namespace" $m.namespace "cfg" $cfg "name" $name) -}}
+{{- $watched := include "agentrun-lifecycle-exporter.namespaces" (dict "namespaces" $cfg.namespaces "fallback" $m.namespaces "default" $m.namespace "root" .root) | fromJsonArray -}}
+{{- include "agentrun-lifecycle-exporter.checkDependencyNamespace" (dict "sub" $sub "root" .root "namespace" $m.namespace "cfg" $cfg "name" $name "watched" $watched) -}}
 {{- include "agentrun-lifecycle-exporter.containerSpec" (dict "cfg" $cfg "root" .root "appVersion" $sub.Chart.AppVersion "namespaces" $m.namespaces "defaultNamespace" $m.namespace "env" $m.env) -}}
 {{- else -}}
 {{- include "agentrun-lifecycle-exporter.containerSpec" (dict "cfg" $cfg "root" .root "appVersion" $sub.Chart.AppVersion "namespaces" .namespaces "jobTtlSeconds" .jobTtlSeconds "agentRunRetentionSeconds" .agentRunRetentionSeconds) -}}
@@ -131,7 +132,8 @@ Fails when the dependency renders an object whose namespace matters (PodMonitor,
 PrometheusRule, dashboards without dashboards.namespace, RoleBindings of rbac.serviceAccountName) in another
 namespace than the parent's Deployment, or a PodMonitor/Service on another port name than the sidecar's, or
 RoleBindings that do not cover the namespaces the sidecar watches.
-Args: sub (the dependency's context), root, namespace (the Deployment's), cfg (the sidecar's resolved config), name
+Args: sub (the dependency's context), root, namespace (the Deployment's), cfg (the sidecar's resolved config), name,
+watched (the sidecar's namespaces)
 */}}
 {{- define "agentrun-lifecycle-exporter.checkDependencyNamespace" -}}
 {{- $v := .sub.Values -}}
@@ -145,6 +147,14 @@ Args: sub (the dependency's context), root, namespace (the Deployment's), cfg (t
 {{- if and $v.rbac.create $v.rbac.serviceAccountName -}}{{- $objects = append $objects "RoleBinding subjects" -}}{{- end -}}
 {{- if and $objects .namespace (ne $depNs .namespace) -}}
 {{- fail (printf "the agentrun-lifecycle-exporter dependency renders its %s in namespace %q, but the sidecar's Deployment is in %q: set %s.namespaceOverride: %s (the same as namespaceOverride)" (join ", " $objects) $depNs .namespace .name .namespace) -}}
+{{- end -}}
+{{- if and $v.rbac.create $v.rbac.serviceAccountName (not $v.rbac.clusterScoped) -}}
+{{- $granted := include "agentrun-lifecycle-exporter.namespaces" (dict "namespaces" $v.exporter.namespaces "default" $depNs "root" .root) | fromJsonArray -}}
+{{- $missing := list -}}
+{{- range $ns := .watched -}}{{- if not (has $ns $granted) -}}{{- $missing = append $missing $ns -}}{{- end -}}{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "the sidecar watches %s, but %s.rbac.serviceAccountName binds Roles only in %s: set %s.exporter.namespaces to [%s], or %s.rbac.clusterScoped: true" (join "," .watched) .name (join "," $granted) .name (join ", " .watched) .name) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (or $v.podMonitor.enabled $v.service.enabled) (ne (toString $v.exporter.metrics.portName) (toString .cfg.metrics.portName)) -}}
 {{- fail (printf "controllers.lifecycleExporter.metrics.portName is %q but the dependency's PodMonitor/Service scrape port %q: set %s.exporter.metrics.portName instead" .cfg.metrics.portName $v.exporter.metrics.portName .name) -}}
