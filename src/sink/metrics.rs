@@ -568,3 +568,107 @@ fn register_gauges(
         .with_callback(|o| o.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))]))
         .build();
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    use super::*;
+    use crate::telemetry::{Settings, cardinality_view};
+
+    /// The metrics as `telemetry::init` builds them, read through the Prometheus registry.
+    fn metrics(settings: &Settings) -> (LifecycleMetrics, prometheus::Registry, SdkMeterProvider) {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .unwrap();
+        let limit = settings.cardinality_limit();
+        let provider =
+            SdkMeterProvider::builder().with_reader(reader).with_view(cardinality_view(limit)).build();
+        let m = LifecycleMetrics::with_series_limit(
+            &provider.meter("test"),
+            Arc::new(SpanStats::default()),
+            limit,
+        );
+        (m, registry, provider)
+    }
+
+    fn namespaces(m: &LifecycleMetrics, n: usize) {
+        for i in 0..n {
+            for runtime in [Runtime::Job, Runtime::Workflow] {
+                let namespace: Arc<str> = format!("team-{i:04}").into();
+                m.record(&Emitted {
+                    fact: Fact::SeriesSeen { namespace, runtime },
+                    counted: true,
+                    exported: true,
+                });
+            }
+        }
+    }
+
+    /// (series of `agentrun_runs_total`, whether it has an overflow series, the self-metric's value for it)
+    fn read(registry: &prometheus::Registry) -> (usize, bool, Option<f64>, Option<f64>) {
+        let families = registry.gather();
+        let family =
+            |name: &str| families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("{name}"));
+        let runs = family("agentrun_runs_total");
+        let overflowed = runs
+            .get_metric()
+            .iter()
+            .any(|m| m.get_label().iter().any(|l| l.name() == "otel_metric_overflow" && l.value() == "true"));
+        let of_runs = |f: &prometheus::proto::MetricFamily| {
+            f.get_metric()
+                .iter()
+                .find(|m| m.get_label().iter().any(|l| l.name() == "metric" && l.value() == "agentrun.runs"))
+                .map(|m| m.get_gauge().get_value())
+        };
+        (
+            runs.get_metric().len(),
+            overflowed,
+            of_runs(family("agentrun_exporter_metric_overflow")),
+            of_runs(family("agentrun_exporter_metric_series")),
+        )
+    }
+
+    #[test]
+    fn the_widest_metric_has_series_per_namespace_series_for_one_namespace() {
+        let (m, _registry, _provider) = metrics(&Settings::default());
+        namespaces(&m, 1);
+        let widest = NAMESPACED.iter().map(|n| m.series.series(n)).max();
+        assert_eq!(widest, Some(SERIES_PER_NAMESPACE));
+    }
+
+    /// Past ~333 namespaces (6 series each), the SDK's default of 2,000 series folded `agentrun_runs_total`
+    /// into one overflow series; the default limit now holds 1,000 namespaces.
+    #[test]
+    fn a_thousand_namespaces_do_not_overflow_with_the_default_limit() {
+        let (m, registry, _provider) = metrics(&Settings::default());
+        namespaces(&m, 1000);
+        let (series, overflowed, overflow, count) = read(&registry);
+        assert!(!overflowed, "agentrun_runs_total has an otel_metric_overflow series");
+        assert_eq!(series, 6000);
+        assert_eq!(overflow, Some(0.0));
+        assert_eq!(count, Some(6000.0));
+        let text = crate::telemetry::Telemetry::render_metrics(&registry);
+        assert!(!text.contains("otel_metric_overflow"), "no metric overflows");
+    }
+
+    /// The self-metric agrees with the SDK exactly: at the limit nothing overflows, one namespace more
+    /// and both show it.
+    #[test]
+    fn overflow_shows_in_the_self_metric_when_the_limit_is_passed() {
+        let settings = Settings { max_namespaces: 10, ..Settings::default() };
+        let (m, registry, _provider) = metrics(&settings);
+        namespaces(&m, 10);
+        let (series, overflowed, overflow, _) = read(&registry);
+        assert_eq!((series, overflowed, overflow), (60, false, Some(0.0)));
+        namespaces(&m, 11);
+        let (_, overflowed, overflow, count) = read(&registry);
+        assert!(overflowed, "the SDK folded the 11th namespace into otel_metric_overflow");
+        assert_eq!(overflow, Some(1.0));
+        assert_eq!(count, Some(66.0));
+    }
+}
