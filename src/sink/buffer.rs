@@ -294,10 +294,10 @@ fn attempt<E: SpanExporter>(inner: &E, spans: Vec<SpanData>, timeout: Duration) 
     let waker_slot: Arc<Mutex<Option<std::task::Waker>>> = Arc::default();
     let slot = waker_slot.clone();
     let timer = thread::Builder::new().name("span-export-timer".into()).spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
-            if let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                w.wake();
-            }
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout)
+            && let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            w.wake();
         }
     });
     let result = futures::executor::block_on(std::future::poll_fn(|cx| {
