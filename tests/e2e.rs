@@ -235,7 +235,7 @@ async fn s3_failing_job() {
     watch.abort();
 }
 
-/// Scenario 4, the incident of the design note: a TTL set at creation shorter than the collection delay. The
+/// Scenario 4, the incident this exporter exists for: a TTL set at creation shorter than the collection delay. The
 /// real TTL controller deletes the Job first, the stand-in writes `WorkflowJobMissing`; the exporter counts a
 /// deletion before collection, the span shows it, the margin is negative, and the real Prometheus fires the
 /// margin and deleted-before-collection alerts.
@@ -369,4 +369,59 @@ async fn s5_exporter_restart_mid_run() {
     let facts = job_facts(&log, job);
     assert_eq!(span(&unique, "job.ttl", Some(job)).end_ns, ns_of(facts.deletion.unwrap().0));
     watch.abort();
+}
+
+/// The controller's writes (creations, status phases per step, TTL patches) in etcd's order, from a `record` of
+/// `plan` run by the stand-in in namespace `ns`.
+async fn stand_in_writes(client: Client, ns: &str, plan: &Plan) -> Vec<String> {
+    let capture = std::env::temp_dir().join(format!("agentrun-e2e-{ns}-{}.jsonl", std::process::id()));
+    let mut record = std::process::Command::new(env!("CARGO_BIN_EXE_agentrun-lifecycle-exporter"))
+        .args(["record", "--namespaces", ns, "--out"])
+        .arg(&capture)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start record");
+    // The watches start from empty lists; give them time to be established before the first write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = StandIn::new(client, ns).run(plan).await.unwrap();
+    assert_eq!(outcome.phase, "Succeeded");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = std::process::Command::new("kill").arg("-INT").arg(record.id().to_string()).status();
+    assert!(record.wait().unwrap().success(), "record exits cleanly on SIGINT");
+    let writes = support::writes::write_sequence_of_file(&capture.to_string_lossy());
+    let _ = std::fs::remove_file(&capture);
+    writes
+}
+
+fn recorded_writes(scenario: &str) -> Vec<String> {
+    let path = format!("{}/tests/fixtures/upstream/{scenario}.jsonl", env!("CARGO_MANIFEST_DIR"));
+    support::writes::write_sequence_of_file(&path)
+}
+
+/// Scenario 6: the stand-in writes what the real controller wrote in its recordings (`tests/fixtures/upstream`),
+/// in the same order: a job run, and a workflow of three steps (each next step's Job before the one status
+/// write that collects the step before it, TTL patches after that write). The rest of the suite relies on it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s6_stand_in_writes_like_the_real_controller() {
+    for (scenario, runtime, steps) in
+        [("job-success", Runtime::Job, 1), ("workflow-three-steps", Runtime::Workflow, 3)]
+    {
+        let ns = format!("e2e-s6-{scenario}");
+        let (_bed, client, _log, watch) = setup(&ns).await;
+        let plan = Plan {
+            name: scenario.into(),
+            runtime,
+            steps: vec![vec![Attempt { run_seconds: 2.0, exit_code: 0 }]; steps],
+            ttl: TtlStyle::AfterCollection(30),
+            collect_delay: Duration::from_millis(300),
+        };
+        let writes = stand_in_writes(client, &ns, &plan).await;
+        assert_eq!(
+            writes,
+            recorded_writes(scenario),
+            "{scenario}: the stand-in's writes vs the real controller's"
+        );
+        watch.abort();
+    }
 }

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod spans;
 pub mod standin;
 pub mod testbed;
+pub mod writes;
 
 use std::{net::TcpListener, process::Command};
 

@@ -151,6 +151,9 @@ impl StandIn {
         // A step that succeeded with steps left: collected in the reconcile that creates the next step's
         // Job, written in one status after that Job exists, TTL-patched after the write (as upstream does).
         let mut carried: Option<(StepRef, objects::Job)> = None;
+        if plan.runtime == Runtime::Workflow {
+            upstream::workflow_pending(&mut model, &STEP_NAMES[..plan.steps.len()]);
+        }
         'steps: for (i, attempts) in plan.steps.iter().enumerate() {
             for (n, attempt) in attempts.iter().enumerate() {
                 let step = (plan.runtime == Runtime::Workflow).then(|| StepRef {
