@@ -277,7 +277,9 @@ mod tests {
         assert_eq!(s.buffer.max_bytes, 64 << 20);
         assert_eq!(s.buffer.max_age, Duration::from_secs(900));
         assert_eq!(s.buffer.attempt_timeout, Duration::from_secs(5));
-        assert!(s.buffer.shutdown_timeout + s.buffer.attempt_timeout < Duration::from_secs(30));
+        // Spans flush for at most the shutdown timeout, then metrics for at most the OTLP timeout (10 s):
+        // within Kubernetes' default grace period of 30 s.
+        assert!(s.buffer.shutdown_timeout + Duration::from_secs(10) < Duration::from_secs(30));
         assert_eq!(s.cardinality_limit(), 6000);
     }
 

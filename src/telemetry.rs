@@ -1,7 +1,8 @@
 //! Telemetry setup and shutdown, in one place: the resource, the span output (OTLP, console or none), and
 //! the one meter provider read both by `/metrics` and, when configured, by OTLP push. Configuration follows
 //! the OpenTelemetry environment specification; the OTLP exporters read endpoints, protocol, headers and
-//! timeouts from the `OTEL_EXPORTER_OTLP_*` variables themselves.
+//! timeouts from the `OTEL_EXPORTER_OTLP_*` variables themselves, except the traces timeout: spans go
+//! through a retry buffer ([`crate::sink::buffer`]) whose attempts have their own (`--export-timeout`).
 
 use std::{env, sync::Arc, time::Duration};
 
