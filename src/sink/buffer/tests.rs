@@ -203,7 +203,7 @@ fn an_export_that_never_answers_times_out_and_is_retried() {
     let began = Instant::now();
     export(&b, batch(0, 10));
     // The processor is never held up: export returns at once.
-    assert!(began.elapsed() < Duration::from_millis(100));
+    assert!(began.elapsed() < Duration::from_millis(500));
     wait_for("two timeouts", Duration::from_secs(5), || stats.export_failures(ExportFailure::Timeout) >= 2);
     assert!(began.elapsed() >= Duration::from_millis(600), "each attempt waits the timeout");
     fake.set(Mode::Up);
@@ -224,7 +224,7 @@ fn shutdown_gives_up_at_its_timeout_and_counts_what_is_left() {
     let began = Instant::now();
     b.close();
     let took = began.elapsed();
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "{took:?}");
     assert_eq!(stats.dropped(DropReason::Shutdown), 50);
     assert_eq!(stats.exported.load(Ordering::SeqCst), 0);
     assert_balanced(&stats);
@@ -253,7 +253,7 @@ fn shutdown_retries_at_once_and_flushes_when_the_backend_answers() {
     fake.set(Mode::Up);
     let began = Instant::now();
     b.close();
-    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    assert!(began.elapsed() < Duration::from_secs(3), "{:?}", began.elapsed());
     assert_eq!(stats.exported.load(Ordering::SeqCst), 25);
     assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
     assert_balanced(&stats);
