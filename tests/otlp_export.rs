@@ -136,7 +136,7 @@ fn scrape(addr: &str, family: &str) -> f64 {
 
 struct OutageRun {
     received: otlp::Received,
-    proxy: support::proxy::Proxy,
+    proxy: support::outage::OutageProxy,
     metrics_addr: String,
     child: std::process::Child,
 }
@@ -147,7 +147,7 @@ async fn start_demo(protocol: &str, runs: u64, speed: u32, extra: &[&str]) -> Ou
         "grpc" => otlp::grpc(received.clone()).await,
         _ => otlp::http(received.clone()).await,
     };
-    let proxy = support::proxy::Proxy::start(receiver).await;
+    let proxy = support::outage::OutageProxy::start(receiver).await;
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let (runs, speed) = (runs.to_string(), speed.to_string());
     let child = exporter()
