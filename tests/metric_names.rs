@@ -98,7 +98,7 @@ fn metrics_endpoint_serves_exactly_the_catalogued_names() {
     }
     assert!(!sample.contains("otel_scope_name"), "scope labels are off");
     // Every drop reason and failure reason is a series from the start, so `increase()` sees the first.
-    for reason in ["queue_full", "evicted", "expired", "shutdown"] {
+    for reason in ["queue_full", "evicted", "expired", "shutdown", "rejected"] {
         assert!(sample.contains(&format!("agentrun_exporter_spans_dropped_total{{reason=\"{reason}\"}}")));
     }
     for reason in ["timeout", "error"] {

@@ -297,3 +297,40 @@ async fn spans_left_at_shutdown_are_counted_as_dropped() {
     assert_eq!(distinct(spans).len() as u64, exported);
     assert!(began.elapsed() < std::time::Duration::from_secs(20), "shutdown is bounded");
 }
+
+/// A backend that refuses the spans for their content: each batch is dropped at once with reason
+/// `rejected` (re-sending cannot succeed, and would hold up every later batch), nothing waits for shutdown.
+async fn rejected_spans_are_dropped_at_once(protocol: &str) {
+    let receiver = support::outage::rejecting(protocol).await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let child = exporter()
+        .args(["demo", "--runs", "10", "--speed", "40", "--seed", "3", "--metrics-addr", &metrics_addr])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_METRICS_EXPORTER", "prometheus")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the exporter");
+    sleep(4.0).await;
+    let rejected = scrape(&metrics_addr, "agentrun_exporter_spans_dropped_total{reason=\"rejected\"}");
+    let held = scrape(&metrics_addr, "agentrun_exporter_span_buffer_spans");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (_, exported, dropped) = demo_totals(&stdout);
+    eprintln!(
+        "{protocol}: {rejected} rejected, {held} held after 4 s; {exported} exported, {dropped} dropped"
+    );
+    assert!(rejected > 0.0, "{protocol}: dropped as rejected while running");
+    assert!(held < 50.0, "{protocol}: not held for retries: {held}");
+    assert_eq!(exported, 0, "{protocol}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_the_backend_rejects_are_dropped_at_once_grpc() {
+    rejected_spans_are_dropped_at_once("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_the_backend_rejects_are_dropped_at_once_http() {
+    rejected_spans_are_dropped_at_once("http/protobuf").await;
+}

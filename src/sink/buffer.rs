@@ -283,6 +283,18 @@ fn jitter() -> f64 {
 enum Attempt {
     Sent,
     Failed(ExportFailure),
+    Rejected,
+}
+
+/// A batch the backend refused for its content (OTLP: gRPC `InvalidArgument`, HTTP 400 or 413): re-sending it
+/// cannot succeed, and keeping it would hold up every later batch until it expires. Everything else, auth
+/// errors and 5xx included, is retried: it is the backend's state, not the batch's. The OTLP clients say
+/// which only in the message; `tests/otlp_export.rs` pins its wording down.
+fn rejected(e: &OTelSdkError) -> bool {
+    let OTelSdkError::InternalFailure(m) = e else { return false };
+    m.contains("gRPC code: InvalidArgument")
+        || m.ends_with("status code: 400")
+        || m.ends_with("status code: 413")
 }
 
 /// One export attempt, bounded by `timeout` even if the exporter's own timeout does not fire. The export
@@ -317,6 +329,7 @@ fn attempt<E: SpanExporter>(inner: &E, spans: Vec<SpanData>, timeout: Duration) 
     }
     match result {
         Some(Ok(())) => Attempt::Sent,
+        Some(Err(e)) if rejected(&e) => Attempt::Rejected,
         Some(Err(OTelSdkError::Timeout(_))) => Attempt::Failed(ExportFailure::Timeout),
         // The OTLP clients report their own timeout as a transport error; tell it apart by the clock.
         Some(Err(_)) if Instant::now() + Duration::from_millis(50) >= deadline => {
@@ -383,6 +396,15 @@ fn run<E: SpanExporter>(mut inner: E, shared: &Shared) {
                 }
                 s.failures = 0;
                 s.retry_at = None;
+            }
+            Attempt::Rejected => {
+                s.spans -= n;
+                s.bytes -= batch.bytes;
+                shared.stats.drop_spans(DropReason::Rejected, n);
+                // Once is enough to point at the cause; the counter has the rest.
+                if shared.stats.dropped(DropReason::Rejected) == n {
+                    warn!(spans = n, "the OTLP backend rejected a batch of spans for its content; dropped");
+                }
             }
             Attempt::Failed(why) => {
                 shared.stats.export_failure(why);

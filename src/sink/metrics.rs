@@ -509,7 +509,7 @@ fn register_gauges(
     meter
         .u64_observable_counter("agentrun.exporter.spans_dropped")
         .with_unit("{span}")
-        .with_description("Spans lost, by reason: queue_full, evicted, expired, shutdown")
+        .with_description("Spans lost, by reason: queue_full, evicted, expired, shutdown, rejected")
         .with_callback(move |o| {
             for r in DropReason::ALL {
                 o.observe(s.dropped(r), &[KeyValue::new("reason", r.as_str())]);

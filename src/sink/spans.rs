@@ -402,11 +402,18 @@ pub enum DropReason {
     Expired,
     /// Still held when shutdown's flush ran out of time.
     Shutdown,
+    /// Refused by the backend for its content (gRPC `InvalidArgument`, HTTP 400 or 413): not retried.
+    Rejected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] =
-        [DropReason::QueueFull, DropReason::Evicted, DropReason::Expired, DropReason::Shutdown];
+    pub const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::Evicted,
+        DropReason::Expired,
+        DropReason::Shutdown,
+        DropReason::Rejected,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -414,6 +421,7 @@ impl DropReason {
             DropReason::Evicted => "evicted",
             DropReason::Expired => "expired",
             DropReason::Shutdown => "shutdown",
+            DropReason::Rejected => "rejected",
         }
     }
 }
@@ -448,7 +456,7 @@ pub struct SpanStats {
     pub exported: AtomicU64,
     /// All reasons together.
     pub dropped: AtomicU64,
-    dropped_by: [AtomicU64; 4],
+    dropped_by: [AtomicU64; 5],
     failures: [AtomicU64; 2],
     /// Held by the retry buffer now.
     pub buffer_spans: AtomicU64,

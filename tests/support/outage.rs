@@ -109,3 +109,41 @@ impl Drop for OutageProxy {
         }
     }
 }
+
+/// A receiver that refuses every trace batch for its content: gRPC `InvalidArgument`, HTTP 400.
+pub async fn rejecting(protocol: &str) -> SocketAddr {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    };
+
+    struct Reject;
+
+    #[tonic::async_trait]
+    impl TraceService for Reject {
+        async fn export(
+            &self,
+            _: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            Err(tonic::Status::invalid_argument("span rejected"))
+        }
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    if protocol == "grpc" {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Reject))
+                .serve_with_incoming(incoming),
+        );
+    } else {
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "span rejected") }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+    addr
+}

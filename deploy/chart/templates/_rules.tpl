@@ -223,7 +223,7 @@ groups:
       severity: warning{{ $extra }}
     annotations:
       summary: The AgentRun lifecycle exporter dropped spans.
-      description: '{{`{{ printf "%.0f" $value }} span(s) were lost, reason {{ $labels.reason }}`}} (last {{ $w.events }}): the OTLP backend was unreachable for longer than the span buffer holds (evicted, expired), shutdown ran out of time, or the queue was full.'
+      description: '{{`{{ printf "%.0f" $value }} span(s) were lost, reason {{ $labels.reason }}`}} (last {{ $w.events }}): the OTLP backend was unreachable for longer than the span buffer holds (evicted, expired), shutdown ran out of time, the backend rejected them, or the queue was full.'
       runbook_url: {{ $rb }}#agentrunexporterspansdropped
   - alert: AgentRunExporterMetricOverflow
     expr: |-

@@ -17,6 +17,8 @@ enum Mode {
     Down,
     /// Accepts the request and never answers (a collector that is stuck).
     Hang,
+    /// Refuses the batch for its content (as the OTLP gRPC client words it).
+    Reject,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +59,9 @@ impl SpanExporter for Fake {
             }
             Mode::Down => Err(OTelSdkError::InternalFailure("connection refused".into())),
             Mode::Hang => std::future::pending().await,
+            Mode::Reject => Err(OTelSdkError::InternalFailure(
+                "TonicTracesClient export failed with gRPC code: InvalidArgument".into(),
+            )),
         }
     }
 }
@@ -257,6 +262,36 @@ fn shutdown_retries_at_once_and_flushes_when_the_backend_answers() {
     assert_eq!(stats.exported.load(Ordering::SeqCst), 25);
     assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
     assert_balanced(&stats);
+}
+
+#[test]
+fn a_rejected_batch_is_dropped_at_once_and_does_not_hold_up_the_next() {
+    let fake = Fake::new(Mode::Reject);
+    let stats = Arc::new(SpanStats::default());
+    // A long backoff: a rejection must not start one.
+    let config = BufferConfig { initial_backoff: Duration::from_secs(30), ..fast() };
+    let b = BufferedExporter::start(fake.clone(), config, stats.clone()).unwrap();
+    export(&b, batch(0, 7));
+    wait_for("the rejection", Duration::from_secs(5), || stats.dropped(DropReason::Rejected) == 7);
+    fake.set(Mode::Up);
+    export(&b, batch(100, 3));
+    wait_for("the next batch", Duration::from_secs(2), || stats.exported.load(Ordering::SeqCst) == 3);
+    assert_eq!(stats.export_failures(ExportFailure::Error), 0);
+    assert_balanced(&stats);
+    b.close();
+}
+
+#[test]
+fn only_content_errors_count_as_rejections() {
+    let e = |m: &str| OTelSdkError::InternalFailure(m.into());
+    assert!(rejected(&e("TonicTracesClient export failed with gRPC code: InvalidArgument")));
+    assert!(rejected(&e("HTTP export failed with status code: 400")));
+    assert!(rejected(&e("HTTP export failed with status code: 413")));
+    assert!(!rejected(&e("TonicTracesClient export failed with gRPC code: Unavailable: connection refused")));
+    assert!(!rejected(&e("TonicTracesClient export failed with gRPC code: Unauthenticated")));
+    assert!(!rejected(&e("HTTP export failed with status code: 503")));
+    assert!(!rejected(&e("HTTP export failed with status code: 4000")));
+    assert!(!rejected(&OTelSdkError::Timeout(Duration::from_secs(1))));
 }
 
 #[test]
