@@ -35,33 +35,11 @@ die() {
   exit 1
 }
 
-LAB_DIR="${LAB_DIR:?set LAB_DIR to a proompteng/lab checkout (see tests/upstream/README.md)}"
-LAB_DIR="$(cd "${LAB_DIR}" && pwd)"
-BUN="${BUN:-$(command -v bun || true)}"
-[[ -x "${BUN}" ]] || die "no Bun binary (set BUN)"
-BUN_VERSION="$("${BUN}" --version)"
-AGENTS_DIR="${LAB_DIR}/services/agents"
-[[ -f "${AGENTS_DIR}/src/server/agents-controller/index.ts" ]] || die "${AGENTS_DIR} is not services/agents"
-[[ -d "${AGENTS_DIR}/node_modules" || -d "${LAB_DIR}/node_modules" ]] || die "run bun install in ${LAB_DIR} first"
-if [[ -d "${LAB_DIR}/.git" ]]; then
-  lab_head="$(git -C "${LAB_DIR}" rev-parse HEAD)"
-  [[ "${lab_head}" == "${UPSTREAM_COMMIT}" ]] || log "WARNING: ${LAB_DIR} is at ${lab_head}, not ${UPSTREAM_COMMIT}"
-fi
 RAW_DIR="${RAW_DIR:-${HOME}/.cache/agentrun-lifecycle-exporter/upstream-raw}"
 OUT_DIR="${OUT_DIR:-${REPO}/tests/fixtures/upstream}"
 mkdir -p "${RAW_DIR}" "${OUT_DIR}"
 RAW_DIR="$(cd "${RAW_DIR}" && pwd)"
 OUT_DIR="$(cd "${OUT_DIR}" && pwd)"
-
-EXPORTER="${EXPORTER:-${REPO}/target/debug/agentrun-lifecycle-exporter}"
-if [[ ! -x "${EXPORTER}" ]]; then
-  log "building the exporter (cargo build)"
-  (cd "${REPO}" && cargo build --quiet)
-fi
-"${EXPORTER}" record --help >/dev/null || die "${EXPORTER} has no record command"
-for tool in jq python3 curl; do
-  command -v "${tool}" >/dev/null || die "'${tool}' is required"
-done
 
 if (($# > 0)); then
   SCENARIOS=("$@")
@@ -99,6 +77,28 @@ if [[ "${VERDICTS_ONLY:-0}" == 1 ]]; then
   done
   exit 0
 fi
+
+LAB_DIR="${LAB_DIR:?set LAB_DIR to a proompteng/lab checkout (see tests/upstream/README.md)}"
+LAB_DIR="$(cd "${LAB_DIR}" && pwd)"
+BUN="${BUN:-$(command -v bun || true)}"
+[[ -x "${BUN}" ]] || die "no Bun binary (set BUN)"
+BUN_VERSION="$("${BUN}" --version)"
+AGENTS_DIR="${LAB_DIR}/services/agents"
+[[ -f "${AGENTS_DIR}/src/server/agents-controller/index.ts" ]] || die "${AGENTS_DIR} is not services/agents"
+[[ -d "${AGENTS_DIR}/node_modules" || -d "${LAB_DIR}/node_modules" ]] || die "run bun install in ${LAB_DIR} first"
+if [[ -d "${LAB_DIR}/.git" ]]; then
+  lab_head="$(git -C "${LAB_DIR}" rev-parse HEAD)"
+  [[ "${lab_head}" == "${UPSTREAM_COMMIT}" ]] || log "WARNING: ${LAB_DIR} is at ${lab_head}, not ${UPSTREAM_COMMIT}"
+fi
+EXPORTER="${EXPORTER:-${REPO}/target/debug/agentrun-lifecycle-exporter}"
+if [[ ! -x "${EXPORTER}" ]]; then
+  log "building the exporter (cargo build)"
+  (cd "${REPO}" && cargo build --quiet)
+fi
+"${EXPORTER}" record --help >/dev/null || die "${EXPORTER} has no record command"
+for tool in jq python3 curl; do
+  command -v "${tool}" >/dev/null || die "'${tool}' is required"
+done
 
 # --- test bed -----------------------------------------------------------------------
 "${REPO}/tests/e2e/testbed/build.sh" >/dev/null
