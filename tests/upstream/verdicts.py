@@ -72,15 +72,15 @@ def meta(raw):
 
 
 def harness_deleted_jobs(raw):
-    """Job names the harness deleted itself (actions.log lines 'delete Job NAME')."""
-    names = set()
+    """Job names the harness deleted itself (actions.log lines 'delete Job NAME') -> time."""
+    names = {}
     path = os.path.join(raw, "actions.log")
     if os.path.exists(path):
         with open(path) as f:
             for line in f:
-                m = re.search(r"\bdelete Job (\S+)", line)
+                m = re.search(r"^(\S+) delete Job (\S+)", line)
                 if m:
-                    names.add(m.group(1))
+                    names.setdefault(m.group(2), parse_ts(m.group(1)))
     return names
 
 
@@ -203,12 +203,14 @@ def main():
                 phase = s.get("phase")
                 msg = s.get("message") or ""
                 if ref and ref not in collections and phase in ("Succeeded", "Failed", "Retrying"):
-                    if msg.startswith("Job missing"):
+                    # A step message survives later writes (JSON merge patch), so it only
+                    # tells the cause of a Retrying/Failed write, which always sets it.
+                    if phase == "Succeeded":
+                        oc = "succeeded"
+                    elif msg.startswith("Job missing"):
                         oc = "missing"
                     elif msg.startswith("Step timed out"):
                         oc = "abandoned"
-                    elif phase == "Succeeded":
-                        oc = "succeeded"
                     else:
                         oc = "failed"
                     collections[ref] = (oc, t)
@@ -219,7 +221,9 @@ def main():
                         attempts.setdefault(iref, it.get("attempts"))
                     if iref and iref not in collections and it.get("phase") in ("Succeeded", "Failed"):
                         imsg = it.get("message") or ""
-                        if imsg.startswith("Job missing"):
+                        if it.get("phase") == "Succeeded":
+                            oc = "succeeded"
+                        elif imsg.startswith("Job missing"):
                             oc = "missing"
                         elif imsg.startswith("Step timed out"):
                             oc = "abandoned"
@@ -258,6 +262,9 @@ def main():
                     break
             if del_start is None and deleted_ev_j is not None:
                 del_start = parse_ts(deleted_ev_j["observedAt"])
+            if jn in harness_deleted and del_start is not None:
+                # The harness's delete request is when the deletion began.
+                del_start = min(del_start, harness_deleted[jn])
             deleted = None
             if deleted_ev_j is not None or del_start is not None:
                 if jn in harness_deleted:
@@ -288,7 +295,9 @@ def main():
                 warn(f"{jn}: collected as missing but not deleted before the write")
             if collected and collect_outcome != "missing" and finish is None:
                 warn(f"{jn}: collected ({collect_outcome}) but never seen finished")
-            if del_start is not None:
+            if collect_outcome == "missing":
+                deleted_before = True
+            elif del_start is not None:
                 deleted_before = ctime is None or del_start < ctime
                 if collect_outcome == "abandoned":
                     deleted_before = True
