@@ -145,7 +145,7 @@ def main():
         for e in hist:
             dt = (e["object"].get("metadata") or {}).get("deletionTimestamp")
             if dt:
-                run_deleting_at = parse_ts(dt)
+                run_deleting_at = parse_ts(e["observedAt"])
                 break
         if run_deleting_at is None and deleted_ev is not None:
             run_deleting_at = parse_ts(deleted_ev["observedAt"])
@@ -257,7 +257,9 @@ def main():
             for e in jh:
                 md = e["object"].get("metadata") or {}
                 if md.get("deletionTimestamp"):
-                    del_start = parse_ts(md["deletionTimestamp"])
+                    # deletionTimestamp has second precision; when the harness saw it is
+                    # precise to a few ms (same host clock as the controller's updatedAt).
+                    del_start = parse_ts(e["observedAt"])
                     foreground = "foregroundDeletion" in (md.get("finalizers") or [])
                     break
             if del_start is None and deleted_ev_j is not None:

@@ -47,7 +47,7 @@ YAML
   wait "${CONTROLLER_PID}" 2>/dev/null || true
   printf '==== %s controller killed\n' "$(ts)" >>"${RAW}/controller.log"
   CONTROLLER_PID=""
-  if run_job_observed "${run}"; then
+  if run_job_observed "${run}" >/dev/null; then
     note "jobObservedAt was already stamped when the controller froze: the scenario did not happen"
   else
     note "runtimeRef written, jobObservedAt not stamped"
