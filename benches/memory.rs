@@ -133,8 +133,9 @@ fn get(addr: &str, path: &str) -> std::io::Result<String> {
 /// The engine's own state per run, in this process: AgentRun, Job and Pod applied, nothing else retained.
 fn engine_per_run(n: usize) -> f64 {
     use agentrun_lifecycle_exporter::{
-        engine::{Change, Object, Observation, Tracker, TrackerConfig, Ts},
-        upstream::{self, RunSpec},
+        engine::{Tracker, TrackerConfig, Ts},
+        source::{Change, Observation},
+        upstream::{self, RunSpec, UpstreamConfig, objects::Object},
     };
     let t0 = Ts(1_787_227_200_000);
     let before = rss_kib(std::process::id());
@@ -148,7 +149,10 @@ fn engine_per_run(n: usize) -> f64 {
         upstream::job_started(&mut job, t0);
         let pod = upstream::pod(&job, "7xq2m", &format!("2d4f6a8c-0e1a-4b3c-9d5e-{i:012}"), "worker-3", t0);
         for o in [Object::AgentRun(run), Object::Job(job), Object::Pod(pod)] {
-            tracker.apply(Observation { at: t0, change: Change::Upsert(o) });
+            let obs = Observation { at: t0, change: Change::Upsert(o) };
+            if let Some(input) = upstream::input(&obs, &UpstreamConfig::default()) {
+                tracker.apply(input);
+            }
         }
     }
     let after = rss_kib(std::process::id());

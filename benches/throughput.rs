@@ -1,4 +1,5 @@
-//! Engine throughput: a simulated cluster's watch events through the tracker and both projections.
+//! Engine throughput: a simulated cluster's watch events through the upstream boundary, the tracker and the
+//! span projection.
 //! Prints figures; run with `cargo bench --bench throughput`.
 
 use std::time::Instant;
@@ -7,6 +8,7 @@ use agentrun_lifecycle_exporter::{
     engine::{Fact, Tracker, TrackerConfig, Ts},
     sink::spans::spans_of,
     source::demo::{DemoConfig, Simulator},
+    upstream::{self, UpstreamConfig},
 };
 use opentelemetry::InstrumentationScope;
 
@@ -23,13 +25,15 @@ fn main() {
         observations.extend(sim.step());
     }
     let scope = InstrumentationScope::builder("bench").build();
+    let cfg = UpstreamConfig::default();
     for round in 0..3 {
         let mut tracker = Tracker::new(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() });
         let started = Instant::now();
         let mut facts = 0usize;
         let mut spans = 0usize;
-        for obs in observations.iter().cloned() {
-            for e in tracker.apply(obs) {
+        for obs in &observations {
+            let Some(input) = upstream::input(obs, &cfg) else { continue };
+            for e in tracker.apply(input) {
                 facts += 1;
                 spans += spans_of(&e.fact, &scope).len();
             }

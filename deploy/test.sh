@@ -135,9 +135,8 @@ expect_fail "SLO objective out of range" "/alerts/slo/objective" "$helm" templat
 expect_fail "port name longer than 15" "/exporter/metrics/portName" "$helm" template t "$chart" --set exporter.metrics.portName=agentrun-exporter-metrics
 
 step "generated files are up to date"
-run "alerts/agentrun-lifecycle.rules.yaml is the chart's default rendering (deploy/render-alerts.sh --check)" \
-  env HELM="$helm" "$here/render-alerts.sh" --check
-run "deploy/chart/dashboards matches dashboards/*.json (deploy/sync.sh --check)" "$here/sync.sh" --check
+run "alerts/agentrun-lifecycle.rules.yaml and deploy/chart/dashboards/*.json are what the chart's values render (./generate --check)" \
+  env HELM="$helm" "$root/generate" --check
 "$helm" template t "$chart" --set prometheusRule.enabled=true --show-only templates/prometheusrule.yaml |
   awk 'f { sub(/^  /, ""); print } /^spec:$/ { f = 1 }' >"$tmp/prometheusrule-spec.yaml"
 grep -v '^#' "$root/alerts/agentrun-lifecycle.rules.yaml" >"$tmp/rules-file.yaml"

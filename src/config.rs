@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{TrackerConfig, Ts, tracker::controller_job_ttl};
+use crate::{
+    engine::{TrackerConfig, Ts},
+    upstream::{UpstreamConfig, controller_job_ttl},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,12 +74,18 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    pub fn tracker_config(&self, count_since: Ts) -> TrackerConfig {
+    pub fn upstream_config(&self) -> UpstreamConfig {
         let positive = |v: i64| (v > 0).then_some(v);
-        TrackerConfig {
+        UpstreamConfig {
             default_job_ttl: controller_job_ttl(self.default_job_ttl.as_deref()),
             default_retention: positive(self.default_retention),
             zero_ttl_retention: positive(self.zero_ttl_retention),
+        }
+    }
+
+    pub fn tracker_config(&self, count_since: Ts) -> TrackerConfig {
+        TrackerConfig {
+            default_job_ttl: controller_job_ttl(self.default_job_ttl.as_deref()),
             settle_ms: self.settle.as_millis() as i64,
             ttl_grace_ms: self.ttl_grace.as_millis() as i64,
             count_since,

@@ -1,13 +1,16 @@
 //! The loop every mode shares: observations into the tracker, facts out to the span and metric sinks.
 
 use crate::{
-    engine::{Emitted, Fact, Observation, Tracker, Ts},
+    engine::{Emitted, Fact, Tracker, Ts},
     sink::summary::{RunSummary, Summary},
+    source::Observation,
     telemetry::Telemetry,
+    upstream::{self, UpstreamConfig},
 };
 
 pub struct Pipeline {
     tracker: Tracker,
+    upstream: UpstreamConfig,
     telemetry: Telemetry,
     summary: Option<Summary>,
     completed_runs: u64,
@@ -15,8 +18,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(tracker: Tracker, telemetry: Telemetry) -> Self {
-        Pipeline { tracker, telemetry, summary: None, completed_runs: 0, just_completed: Vec::new() }
+    pub fn new(tracker: Tracker, upstream: UpstreamConfig, telemetry: Telemetry) -> Self {
+        Pipeline {
+            tracker,
+            upstream,
+            telemetry,
+            summary: None,
+            completed_runs: 0,
+            just_completed: Vec::new(),
+        }
     }
 
     /// Also keep a per-run summary (replay prints it).
@@ -26,8 +36,10 @@ impl Pipeline {
     }
 
     pub fn observe(&mut self, obs: Observation) {
-        let facts = self.tracker.apply(obs);
-        self.dispatch(facts);
+        if let Some(input) = upstream::input(&obs, &self.upstream) {
+            let facts = self.tracker.apply(input);
+            self.dispatch(facts);
+        }
     }
 
     /// Advances time: settles waiting verdicts and refreshes the live gauges.

@@ -13,16 +13,18 @@ use tracing::{info, warn};
 
 use crate::{
     config::{DemoArgs, RecordArgs, ReplayArgs, ScopeArgs, SummaryFormat, WatchArgs},
-    engine::{Observation, Tracker, TrackerConfig, Ts},
+    engine::{Tracker, TrackerConfig, Ts},
     http::{self, AlwaysReady},
     pipeline::Pipeline,
     sink::{metrics::LifecycleMetrics, spans::SpanStats, summary::RunSummary},
     source::{
+        Observation,
         demo::{DemoConfig, Simulator},
         kube::{Readiness, WatchScope, spawn_watches},
         replay,
     },
     telemetry::{self, TracesDefault},
+    upstream::UpstreamConfig,
 };
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -85,7 +87,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let tasks = spawn_watches(client, &scope, tx, telemetry.metrics.clone(), ready);
     let tracker = Tracker::new(args.engine.tracker_config(Ts::now()));
-    let mut pipeline = Pipeline::new(tracker, telemetry);
+    let mut pipeline = Pipeline::new(tracker, args.engine.upstream_config(), telemetry);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -151,7 +153,8 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stderr()))?;
     let mut cfg = args.engine.tracker_config(Ts(i64::MIN));
     cfg.backfill_window_ms = None;
-    let mut pipeline = Pipeline::new(Tracker::new(cfg), telemetry).with_summary();
+    let mut pipeline =
+        Pipeline::new(Tracker::new(cfg), args.engine.upstream_config(), telemetry).with_summary();
     let events = capture.observations.len();
     for obs in capture.observations {
         pipeline.tick(obs.at);
@@ -206,7 +209,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut sim =
         Simulator::new(DemoConfig { runs: args.runs, seed: args.seed, arrival_secs: args.arrival, start });
     let cfg = TrackerConfig { settle_ms: 5_000, ttl_grace_ms: 120_000, ..TrackerConfig::default() };
-    let mut pipeline = Pipeline::new(Tracker::new(cfg), telemetry).with_summary();
+    let mut pipeline = Pipeline::new(Tracker::new(cfg), UpstreamConfig::default(), telemetry).with_summary();
     let mut record = match &args.record {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,

@@ -172,6 +172,11 @@ async fn s2_workflow_with_a_retried_step() {
     assert_eq!(failed.status, 2);
     assert_eq!(failed.attrs["agentrun.attempt"], "1");
     assert_eq!(failed.attrs["agentrun.job.condition_reason"], "BackoffLimitExceeded");
+    // Upstream creates step 2's Job before the write that collects step 1: its submit starts at step 1's end.
+    let next = span(&spans, "job.submit", Some("codex-run-sample-step-2-attempt-1"));
+    let step1_run = span(&spans, "job.run", Some("codex-run-sample-step-1-attempt-1"));
+    assert_eq!(next.start_ns, step1_run.end_ns, "step 2's submit starts when step 1's Job finished");
+    assert!(step2.start_ns <= next.start_ns, "the step span holds its submit");
     let retried = span(&spans, "job.submit", Some("codex-run-sample-step-2-attempt-2"));
     assert_eq!(retried.attrs["agentrun.attempt"], "2");
     let retry_collect = span(&spans, "job.collect", Some("codex-run-sample-step-2-attempt-1"));
@@ -230,7 +235,7 @@ async fn s3_failing_job() {
     watch.abort();
 }
 
-/// Scenario 4, the incident of the design note: a TTL set at creation shorter than the collection delay. The
+/// Scenario 4, the incident this exporter exists for: a TTL set at creation shorter than the collection delay. The
 /// real TTL controller deletes the Job first, the stand-in writes `WorkflowJobMissing`; the exporter counts a
 /// deletion before collection, the span shows it, the margin is negative, and the real Prometheus fires the
 /// margin and deleted-before-collection alerts.

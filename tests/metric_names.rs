@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use support::{exporter, free_port, http_get, metric_families};
 
-const EXPECTED: [&str; 21] = [
+const EXPECTED: [&str; 22] = [
     "agentrun_exporter_build_info",
     "agentrun_exporter_spans_dropped_total",
     "agentrun_exporter_spans_exported_total",
@@ -18,6 +18,7 @@ const EXPECTED: [&str; 21] = [
     "agentrun_job_awaiting_collection_max_age_seconds",
     "agentrun_job_collection_delay_seconds",
     "agentrun_job_deleted_before_collection_total",
+    "agentrun_job_deleted_with_run_total",
     "agentrun_job_missing_total",
     "agentrun_job_phase_duration_seconds",
     "agentrun_job_ttl_deletion_lag_seconds",

@@ -1,5 +1,6 @@
-//! `replay`: golden summaries of captures shaped like the domain brief's examples (both input forms), the
-//! spans they export, and the promise that a replay exports exactly the spans the live run exported.
+//! `replay`: golden summaries of captures shaped like the agents controller's objects
+//! (`tests/fixtures/domain-examples`, both input forms), the spans they export, and the promise that a replay
+//! exports exactly the spans the live run exported.
 
 mod support;
 

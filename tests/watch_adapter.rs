@@ -7,9 +7,11 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use agentrun_lifecycle_exporter::{
-    engine::{Change, Fact, Kind, Observation, Tracker, TrackerConfig, Ts},
+    engine::{Fact, Kind, Tracker, TrackerConfig, Ts},
     sink::{metrics::LifecycleMetrics, spans::SpanStats},
     source::kube::{Readiness, WatchScope, spawn_watches},
+    source::{Change, Observation},
+    upstream::{self, UpstreamConfig},
 };
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApi, WatchEnd, WatchScript, bookmark, client, event};
@@ -154,7 +156,9 @@ async fn lists_watches_bookmarks_and_relists_after_410() {
     let mut facts = Vec::new();
     for mut obs in all {
         obs.at = Ts(1_787_227_300_000);
-        facts.extend(tracker.apply(obs));
+        if let Some(input) = upstream::input(&obs, &UpstreamConfig::default()) {
+            facts.extend(tracker.apply(input));
+        }
     }
     facts.extend(tracker.flush());
     let gone: Vec<_> = facts

@@ -41,6 +41,13 @@ pub struct StepKey {
     pub attempt: u32,
 }
 
+impl StepKey {
+    /// The first Job of a workflow.
+    pub fn first() -> Self {
+        StepKey { index: 1, iteration: None, attempt: 1 }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobInfo {
     pub name: Arc<str>,
@@ -84,6 +91,8 @@ pub enum CollectOutcome {
     Failed,
     /// The write found the Job gone (`JobMissing` / `WorkflowJobMissing`).
     Missing,
+    /// The step timed out and moved on without reading the Job; nobody will collect it or patch its TTL.
+    Abandoned,
 }
 
 impl CollectOutcome {
@@ -92,6 +101,28 @@ impl CollectOutcome {
             CollectOutcome::Succeeded => "succeeded",
             CollectOutcome::Failed => "failed",
             CollectOutcome::Missing => "missing",
+            CollectOutcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Who deleted a Job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionCause {
+    /// The TTL-after-finished controller: the Job had finished, had a TTL, and went at `finish + TTL`.
+    Ttl,
+    /// The agents controller, because the AgentRun was deleted (a cancel, or retention of a finished run).
+    WithRun,
+    /// Anyone else.
+    Other,
+}
+
+impl DeletionCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionCause::Ttl => "ttl",
+            DeletionCause::WithRun => "with_run",
+            DeletionCause::Other => "other",
         }
     }
 }
@@ -207,9 +238,12 @@ pub enum Fact {
         ttl: Option<Ttl>,
         /// TTL minus collection delay, when the collection (or the write that found it missing) is known.
         margin_seconds: Option<f64>,
+        /// Not collected first. With `cause` other than [`DeletionCause::WithRun`] that is an incident;
+        /// deleted with its run it is a cancel or retention.
         before_collection: bool,
-        /// Deleted by the TTL controller: finished, had a TTL, and went at or after `finish + TTL`.
-        by_ttl: bool,
+        cause: DeletionCause,
+        /// The run had finished when it was deleted (retention) rather than running (a cancel).
+        run_finished: bool,
         /// Count this Job in `agentrun_job_ttl_margin_exceeded_total` (once per Job).
         exceeded: bool,
     },

@@ -3,14 +3,14 @@
 
 pub mod facts;
 pub mod ids;
-pub mod objects;
+pub mod model;
 pub mod time;
 pub mod tracker;
 
 pub use facts::{Emitted, Fact};
-pub use objects::{Kind, Object};
+pub use model::{Input, Kind, Update};
 pub use time::{Stamp, TimeSource, Ts};
-pub use tracker::{Change, LiveGauges, Observation, Tracker, TrackerConfig};
+pub use tracker::{LiveGauges, Tracker, TrackerConfig};
 
 #[cfg(test)]
 mod tests;

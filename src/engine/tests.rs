@@ -1,8 +1,11 @@
-//! Tracker scenarios, built from upstream-shaped objects (domain brief §10): both runtimes, both TTL styles,
+//! Tracker scenarios, built from upstream-shaped objects (`upstream::shapes`): both runtimes, both TTL styles,
 //! failure, JobMissing, WorkflowJobMissing, deletion before collection, relist gaps, restarts, event order.
 
-use super::{facts::*, objects::*, time::*, tracker::*};
-use crate::upstream::{self, RunSpec, StepRef};
+use super::{facts::*, model::Kind, time::*, tracker::*};
+use crate::{
+    source::{Change, Observation},
+    upstream::{self, RunSpec, StepRef, UpstreamConfig, objects::*},
+};
 
 const T0: i64 = 1_787_227_200_000; // 2026-08-20T12:00:00Z
 
@@ -12,6 +15,7 @@ fn t(secs: f64) -> Ts {
 
 struct Harness {
     tracker: Tracker,
+    upstream: UpstreamConfig,
     out: Vec<Emitted>,
 }
 
@@ -20,23 +24,26 @@ impl Harness {
         Self::with(TrackerConfig { settle_ms: 5_000, ..TrackerConfig::default() })
     }
 
+    /// The controller's default TTL is the same on both sides of the boundary.
     fn with(cfg: TrackerConfig) -> Self {
-        Harness { tracker: Tracker::new(cfg), out: Vec::new() }
+        let upstream = UpstreamConfig { default_job_ttl: cfg.default_job_ttl, ..UpstreamConfig::default() };
+        Harness { tracker: Tracker::new(cfg), upstream, out: Vec::new() }
     }
 
     fn up(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Upsert(o.into()) });
-        self.out.extend(facts);
+        self.change(at, Change::Upsert(o.into()));
     }
 
     fn del(&mut self, at: f64, o: impl Into<Object>) {
-        let facts = self.tracker.apply(Observation { at: t(at), change: Change::Delete(o.into()) });
-        self.out.extend(facts);
+        self.change(at, Change::Delete(o.into()));
     }
 
+    /// Through the upstream boundary, as every source does.
     fn change(&mut self, at: f64, change: Change) {
-        let facts = self.tracker.apply(Observation { at: t(at), change });
-        self.out.extend(facts);
+        if let Some(input) = upstream::input(&Observation { at: t(at), change }, &self.upstream) {
+            let facts = self.tracker.apply(input);
+            self.out.extend(facts);
+        }
     }
 
     fn tick(&mut self, at: f64) {
@@ -172,12 +179,12 @@ fn job_runtime_success_with_ttl_patched_after_collection() {
     let gone = h.gone(name);
     assert_eq!(gone.len(), 1);
     match gone[0] {
-        Fact::JobGone { deleted, before_collection, by_ttl, exceeded, finished, .. } => {
+        Fact::JobGone { deleted, before_collection, cause, exceeded, finished, .. } => {
             assert_eq!(deleted.at, t(1063.0));
             assert_eq!(deleted.source, TimeSource::Object);
             assert_eq!(finished.map(|f| f.at), Some(t(463.0)));
             assert!(!before_collection);
-            assert!(by_ttl);
+            assert_eq!(*cause, DeletionCause::Ttl);
             assert!(!exceeded);
         }
         _ => unreachable!(),
@@ -282,7 +289,7 @@ fn failed_job_is_collected_as_failed() {
     }
 }
 
-/// The incident of the design note, job runtime: TTL set at creation (older controllers) shorter than the
+/// The incident this exporter exists for, job runtime: TTL set at creation (older controllers) shorter than the
 /// collection delay, so the TTL controller deletes the Job first and the run ends `JobMissing`.
 #[test]
 fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
@@ -310,9 +317,9 @@ fn ttl_at_creation_shorter_than_collection_deletes_before_collection() {
     h.del(131.0, job.clone());
     h.tick(136.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, deleted, ttl, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, deleted, ttl, .. }] => {
             assert!(*before_collection);
-            assert!(*by_ttl);
+            assert_eq!(*cause, DeletionCause::Ttl);
             assert!(*exceeded);
             assert_eq!(deleted.at, t(130.0));
             assert_eq!(*ttl, Some(Ttl { seconds: 30, applied: TtlApplied::AtCreation }));
@@ -481,10 +488,10 @@ fn workflow_job_missing() {
     h.tick(170.0);
 
     match h.gone("wf-step-2-attempt-1")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, .. }] => {
             // The WorkflowJobMissing write came within the settle time, so the negative margin was recorded
             // (and counted as exceeded) first; the deletion does not count it twice.
-            assert_eq!((*before_collection, *by_ttl, *exceeded), (true, true, false));
+            assert_eq!((*before_collection, *cause, *exceeded), (true, DeletionCause::Ttl, false));
         }
         ref other => panic!("{other:?}"),
     }
@@ -522,10 +529,12 @@ fn unfinished_job_deleted_counts_as_deleted_before_collection() {
     upstream::submitted(&mut run, &job, t(1.4));
     h.up(2.1, run.clone());
     h.del(50.0, job);
+    assert!(h.gone("r-job").is_empty(), "waits for a deletion of the run that would explain it");
+    h.tick(60.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, by_ttl, exceeded, finished, started, deleted, .. }] => {
+        [Fact::JobGone { before_collection, cause, exceeded, finished, started, deleted, .. }] => {
             assert!(*before_collection);
-            assert!(!*by_ttl && !*exceeded);
+            assert!(*cause == DeletionCause::Other && !*exceeded);
             assert!(finished.is_none());
             assert_eq!(started.map(|s| s.at), Some(t(2.0)));
             assert_eq!((deleted.at, deleted.source), (t(50.0), TimeSource::Observed));
@@ -553,9 +562,9 @@ fn relist_gap_detects_a_vanished_job() {
     h.change(200.1, Change::RelistEnd { kind: Kind::Job, namespace: Some("agents".into()) });
     h.tick(210.0);
     match h.gone("r-job")[..] {
-        [Fact::JobGone { before_collection, deleted, by_ttl, .. }] => {
+        [Fact::JobGone { before_collection, deleted, cause, .. }] => {
             assert!(*before_collection);
-            assert!(*by_ttl, "deleted some time after finish + TTL");
+            assert_eq!(*cause, DeletionCause::Ttl, "deleted some time after finish + TTL");
             assert_eq!((deleted.at, deleted.source), (t(200.1), TimeSource::UnknownGap));
         }
         ref other => panic!("{other:?}"),
@@ -661,12 +670,6 @@ fn gauges_use_the_ttl_the_controller_will_patch() {
     assert_eq!(ns.job_ttl, Some((86_400, 86_400)));
     assert_eq!(ns.ttl_margin_remaining, Some(86_400.0 - 100.0));
     assert_eq!(ns.retention, Some((604_800, 2_592_000)));
-    assert_eq!(controller_job_ttl(Some("10")), 30);
-    assert_eq!(controller_job_ttl(Some("0")), 30);
-    assert_eq!(controller_job_ttl(Some("-5")), 600);
-    assert_eq!(controller_job_ttl(Some("x")), 600);
-    assert_eq!(controller_job_ttl(Some("99999999")), 604_800);
-    assert_eq!(controller_job_ttl(None), 600);
 }
 
 #[test]
@@ -721,6 +724,8 @@ fn step_keys_parse_from_names_and_labels() {
     job.metadata.name = Some("loop-run-step-1-iter-3-attempt-2".into());
     job.metadata.labels.as_mut().unwrap().insert(LABEL_STEP_ITERATION.into(), "3".into());
     h.up(1.0, job);
+    // Not the run's first Job: its submit waits for the status write that names it, then gives up.
+    h.tick(20.0);
     let key = h.facts().find_map(|f| match f {
         Fact::JobPhase { job, .. } => job.step.clone(),
         _ => None,
@@ -782,4 +787,255 @@ fn terminal_run_without_jobs_completes_after_the_lists() {
     h.change(100.2, Change::RelistEnd { kind: Kind::Job, namespace: None });
     h.change(100.3, Change::RelistEnd { kind: Kind::Pod, namespace: None });
     assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+}
+
+/// A workflow step's Job: created, started, and (optionally) finished.
+fn step_job(run: &AgentRun, uid: &str, index: u32, attempt: u32, created: f64) -> Job {
+    let step = StepRef { index, name: format!("s{index}"), attempt };
+    let mut job = upstream::job(run, uid, Some(&step), None, t(created));
+    upstream::job_started(&mut job, t(created));
+    job
+}
+
+/// `Job missing; retrying` stays on the step after the retry (merge patch): the next attempt that succeeds is
+/// collected, not missing, and its TTL deletion is not a deletion before collection.
+#[test]
+fn sticky_job_missing_message_does_not_mark_the_next_attempt_missing() {
+    let mut h = Harness::new();
+    let spec = RunSpec {
+        job_ttl: Some(0),
+        retention: Some(0),
+        ..RunSpec::workflow("agents", "w", "run-w", &["s1"])
+    };
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let j1 = step_job(&run, "j1", 1, 1, 1.0);
+    h.up(1.0, j1.clone());
+    upstream::step_running(&mut run, 1, "s1", 1, &j1, t(1.1));
+    h.up(1.2, run.clone());
+    h.del(5.0, j1);
+    upstream::step_job_missing(&mut run, 1, "s1", true, t(6.0));
+    h.up(6.0, run.clone());
+    let mut j2 = step_job(&run, "j2", 1, 2, 7.0);
+    h.up(7.0, j2.clone());
+    upstream::step_running(&mut run, 1, "s1", 2, &j2, t(7.1));
+    h.up(7.2, run.clone());
+    upstream::job_finished(&mut j2, false, t(20.0));
+    h.up(20.0, j2.clone());
+    upstream::step_collected(&mut run, 1, "s1", &j2, false, t(21.0));
+    upstream::workflow_finished(&mut run, false, t(21.0));
+    h.up(21.0, run.clone());
+    let message = run.status.as_ref().unwrap().workflow.as_ref().unwrap().steps[0].message.clone();
+    assert_eq!(message.as_deref(), Some("Job missing; retrying"), "the shapes keep the message, as upstream");
+    h.tick(40.0);
+    assert!(h.collected("w-step-1-attempt-1").is_empty(), "it never finished: nothing to collect");
+    assert!(matches!(
+        h.gone("w-step-1-attempt-1")[..],
+        [Fact::JobGone { before_collection: true, cause: DeletionCause::Other, .. }]
+    ));
+    assert_eq!(h.collected("w-step-1-attempt-2")[0].2, CollectOutcome::Succeeded);
+    // runtime.config.ttlSecondsAfterFinished: 0 → no TTL; the Job goes when the run is deleted.
+    run.metadata.deletion_timestamp = Some(upstream::time(t(100.0)));
+    h.up(100.0, run.clone());
+    h.del(100.5, j2);
+    h.tick(120.0);
+    match h.gone("w-step-1-attempt-2")[..] {
+        [Fact::JobGone { before_collection, cause, .. }] => {
+            assert!(!*before_collection);
+            assert_eq!(*cause, DeletionCause::WithRun);
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// Upstream creates the next step's Job, then writes the status that collects the previous step and starts
+/// this one: the submit span runs from the previous Job's finish to this Job's creation, and the step span
+/// starts there too (not at the run's creation).
+#[test]
+fn next_step_job_created_before_the_collecting_write() {
+    let mut h = Harness::new();
+    let spec = RunSpec::workflow("agents", "w", "run-w", &["s1", "s2"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
+    h.up(1.0, j1.clone());
+    upstream::step_running(&mut run, 1, "s1", 1, &j1, t(1.2));
+    h.up(1.3, run.clone());
+    upstream::job_finished(&mut j1, false, t(10.0));
+    h.up(10.0, j1.clone());
+    let mut j2 = step_job(&run, "j2", 2, 1, 11.0);
+    h.up(11.1, j2.clone());
+    assert!(h.phases("w-step-2-attempt-1").is_empty(), "waits for the write that names it");
+    upstream::step_collected(&mut run, 1, "s1", &j1, false, t(11.5));
+    upstream::step_running(&mut run, 2, "s2", 1, &j2, t(11.5));
+    h.up(11.6, run.clone());
+    j1.spec.ttl_seconds_after_finished = Some(600);
+    h.up(11.7, j1);
+    let submit = h.phases("w-step-2-attempt-1")[0];
+    assert_eq!(submit, (Phase::Submit, t(10.0), t(11.0)));
+    upstream::job_finished(&mut j2, false, t(30.0));
+    h.up(30.0, j2.clone());
+    upstream::step_collected(&mut run, 2, "s2", &j2, false, t(31.0));
+    upstream::workflow_finished(&mut run, false, t(31.0));
+    h.up(31.0, run);
+    let step2 = h.facts().find_map(|f| match f {
+        Fact::StepFinished { index: 2, start, .. } => Some(start.at),
+        _ => None,
+    });
+    assert_eq!(step2, Some(t(10.0)));
+    assert_eq!(h.collected("w-step-1-attempt-1")[0].1, t(11.5));
+}
+
+/// Names over 63 characters are hashed and Jobs carry no attempt label: the attempt comes from the status
+/// that names the Job.
+#[test]
+fn hashed_job_names_take_their_attempt_from_the_status() {
+    let mut h = Harness::new();
+    let name = "orchestration-spawned-run-with-a-rather-long-name-0001";
+    let spec = RunSpec::workflow("agents", name, "run-long", &["s1"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let j1 = step_job(&run, "j1", 1, 1, 1.0);
+    assert!(upstream::is_hashed_name(j1.metadata.name.as_deref().unwrap()), "{:?}", j1.metadata.name);
+    h.up(1.0, j1.clone());
+    upstream::step_running(&mut run, 1, "s1", 1, &j1, t(1.1));
+    h.up(1.2, run.clone());
+    h.del(5.0, j1);
+    upstream::step_job_missing(&mut run, 1, "s1", true, t(6.0));
+    h.up(6.0, run.clone());
+    let j2 = step_job(&run, "j2", 1, 2, 7.0);
+    h.up(7.0, j2.clone());
+    upstream::step_running(&mut run, 1, "s1", 2, &j2, t(7.1));
+    h.up(7.2, run.clone());
+    let attempts: Vec<(String, u32, Ts)> = h
+        .facts()
+        .filter_map(|f| match f {
+            Fact::JobPhase { job, phase: Phase::Submit, start, .. } => {
+                Some((job.uid.to_string(), job.step.as_ref()?.attempt, start.at))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![("j1".into(), 1, t(0.0)), ("j2".into(), 2, t(6.0))]);
+}
+
+/// A step that times out goes Retrying while its Job still runs; upstream never reads or TTL-patches that Job.
+#[test]
+fn timed_out_step_abandons_its_job() {
+    let mut h = Harness::new();
+    let spec = RunSpec::workflow("agents", "w", "run-w", &["s1"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
+    h.up(1.0, j1.clone());
+    upstream::step_running(&mut run, 1, "s1", 1, &j1, t(1.1));
+    h.up(1.2, run.clone());
+    upstream::step_timed_out(&mut run, 1, "s1", true, t(20.0));
+    h.up(20.0, run.clone());
+    upstream::job_finished(&mut j1, false, t(40.0));
+    h.up(40.0, j1.clone());
+    assert_eq!(h.collected("w-step-1-attempt-1"), vec![(t(20.0), t(20.0), CollectOutcome::Abandoned, None)]);
+    assert!(h.margins("w-step-1-attempt-1").is_empty());
+    let g = h.tracker.gauges(t(2000.0));
+    assert_eq!(g.namespaces["agents"].awaiting_collection, 0);
+    assert_eq!(g.namespaces["agents"].jobs_without_ttl, 0);
+}
+
+/// Deleting a running AgentRun deletes its Job (Background propagation): a cancel, not an incident, even
+/// when the Job's DELETED event comes before the AgentRun's deletionTimestamp on the other watch.
+#[test]
+fn cancel_deletes_the_job_with_its_run() {
+    for run_event_first in [true, false] {
+        let mut h = Harness::new();
+        let spec = RunSpec::job("agents", "r", "run-c");
+        let mut run = upstream::agentrun(&spec, t(0.0));
+        h.up(0.0, run.clone());
+        let job = step_job_runtime(&mut h, &mut run);
+        run.metadata.deletion_timestamp = Some(upstream::time(t(30.0)));
+        if run_event_first {
+            h.up(30.1, run.clone());
+            h.del(30.2, job);
+        } else {
+            h.del(30.2, job);
+            h.up(32.0, run.clone());
+        }
+        h.del(30.3, run);
+        h.tick(50.0);
+        match h.gone("r-job")[..] {
+            [Fact::JobGone { before_collection, cause, run_finished, .. }] => {
+                assert!(*before_collection);
+                assert_eq!((*cause, *run_finished), (DeletionCause::WithRun, false), "{run_event_first}");
+            }
+            ref other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn step_job_runtime(h: &mut Harness, run: &mut AgentRun) -> Job {
+    let mut job = upstream::job(run, "job-c", None, None, t(1.0));
+    upstream::job_started(&mut job, t(1.0));
+    h.up(1.0, job.clone());
+    upstream::submitted(run, &job, t(1.2));
+    h.up(1.3, run.clone());
+    job
+}
+
+/// Retention deletes a finished run and its Job with it: counted as retention, not as an incident.
+#[test]
+fn retention_deletes_the_collected_job_with_its_run() {
+    let mut h = Harness::new();
+    let spec = RunSpec { retention: Some(60), ..RunSpec::job("agents", "r", "run-c") };
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = step_job_runtime(&mut h, &mut run);
+    upstream::job_finished(&mut job, false, t(10.0));
+    h.up(10.0, job.clone());
+    upstream::collected_job_runtime(&mut run, &job, t(11.0));
+    h.up(11.0, run.clone());
+    job.spec.ttl_seconds_after_finished = Some(600);
+    h.up(11.1, job.clone());
+    run.metadata.deletion_timestamp = Some(upstream::time(t(71.0)));
+    h.up(71.0, run.clone());
+    h.del(71.1, job);
+    h.tick(100.0);
+    match h.gone("r-job")[..] {
+        [Fact::JobGone { before_collection, cause, run_finished, .. }] => {
+            assert!(!*before_collection);
+            assert_eq!((*cause, *run_finished), (DeletionCause::WithRun, true));
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// The gauges are kept up to date as objects change; at every second of a demo they equal what walking every
+/// tracked object gives.
+#[test]
+fn incremental_gauges_equal_a_full_walk_at_every_tick() {
+    use crate::source::demo::{DemoConfig, Simulator};
+    let mut sim = Simulator::new(DemoConfig {
+        runs: Some(60),
+        seed: 11,
+        arrival_secs: 5.0,
+        start: Ts(1_787_227_200_000),
+    });
+    let mut h =
+        Harness::with(TrackerConfig { settle_ms: 5_000, ttl_grace_ms: 20_000, ..TrackerConfig::default() });
+    let mut checked = 0;
+    let mut next_tick = Ts(1_787_227_200_000);
+    while let Some(at) = sim.next_at() {
+        while next_tick < at {
+            h.tracker.tick(next_tick);
+            let live = h.tracker.gauges(next_tick);
+            assert_eq!(live.namespaces, h.tracker.gauges_by_walking(next_tick), "at {next_tick}");
+            checked +=
+                live.namespaces.values().map(|g| g.awaiting_collection + g.jobs_without_ttl).sum::<u64>();
+            next_tick = next_tick.add_millis(1000);
+        }
+        for obs in sim.step() {
+            if let Some(input) = upstream::input(&obs, &h.upstream) {
+                h.tracker.apply(input);
+            }
+        }
+    }
+    assert!(checked > 0, "the demo had Jobs awaiting collection or without TTL at some tick");
 }

@@ -3,17 +3,11 @@
 
 use std::{fmt, time::SystemTime};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 /// Milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ts(pub i64);
 
 impl Ts {
-    pub fn from_time(t: &Time) -> Self {
-        Ts(t.0.as_millisecond())
-    }
-
     pub fn parse(s: &str) -> Option<Self> {
         s.parse::<jiff::Timestamp>().ok().map(|t| Ts(t.as_millisecond()))
     }
@@ -23,32 +17,39 @@ impl Ts {
     }
 
     pub fn from_secs(secs: i64) -> Self {
-        Ts(secs * 1000)
+        Ts(secs.saturating_mul(1000))
     }
 
+    // Saturating: a TTL or a time from an object can be anything an int64 holds.
     pub fn add_secs(self, secs: i64) -> Self {
-        Ts(self.0 + secs * 1000)
+        Ts(self.0.saturating_add(secs.saturating_mul(1000)))
     }
 
     pub fn add_millis(self, ms: i64) -> Self {
-        Ts(self.0 + ms)
+        Ts(self.0.saturating_add(ms))
     }
 
     /// Seconds from `earlier` to `self` (negative when `earlier` is later).
     pub fn secs_since(self, earlier: Ts) -> f64 {
-        (self.0 - earlier.0) as f64 / 1000.0
+        (self.0 as f64 - earlier.0 as f64) / 1000.0
     }
 
     pub fn to_system_time(self) -> SystemTime {
-        if self.0 >= 0 {
-            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.0 as u64)
+        let d = std::time::Duration::from_millis(self.0.unsigned_abs());
+        let t = if self.0 >= 0 {
+            SystemTime::UNIX_EPOCH.checked_add(d)
         } else {
-            SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(self.0.unsigned_abs())
-        }
+            SystemTime::UNIX_EPOCH.checked_sub(d)
+        };
+        t.unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
-    pub fn to_time(self) -> Time {
-        Time(jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+    pub fn to_timestamp(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    pub fn from_timestamp(t: jiff::Timestamp) -> Self {
+        Ts(t.as_millisecond())
     }
 }
 

@@ -12,7 +12,7 @@ use opentelemetry::{
 use super::spans::SpanStats;
 use crate::engine::{
     Emitted, Fact, Kind, LiveGauges,
-    facts::{Phase, Runtime, TtlApplied},
+    facts::{CollectOutcome, DeletionCause, Phase, Runtime, TtlApplied},
     tracker::NamespaceGauges,
 };
 
@@ -62,6 +62,7 @@ pub struct LifecycleMetrics {
     ttl_margin: Histogram<f64>,
     ttl_margin_exceeded: Counter<u64>,
     deleted_before_collection: Counter<u64>,
+    deleted_with_run: Counter<u64>,
     job_missing: Counter<u64>,
     ttl_deletion_lag: Histogram<f64>,
     phase_duration: Histogram<f64>,
@@ -106,6 +107,11 @@ impl LifecycleMetrics {
                 "{job}",
                 "Jobs that disappeared before their status was collected",
             ),
+            deleted_with_run: counter(
+                "agentrun.job.deleted_with_run",
+                "{job}",
+                "Jobs deleted because their AgentRun was deleted (reason cancel: it was running; retention: it had finished)",
+            ),
             job_missing: counter(
                 "agentrun.job.missing",
                 "{run}",
@@ -148,6 +154,8 @@ impl LifecycleMetrics {
                 let attrs = [ns, rt, KeyValue::new("phase", phase.as_str())];
                 self.phase_duration.record(end.at.secs_since(start.at), &attrs);
             }
+            // An abandoned Job was never read: there is no collection delay to record.
+            Fact::JobCollected { outcome: CollectOutcome::Abandoned, .. } => {}
             Fact::JobCollected { run, finished, collected, outcome, .. } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("outcome", outcome.as_str())];
@@ -161,16 +169,31 @@ impl LifecycleMetrics {
                     self.ttl_margin_exceeded.add(1, &attrs);
                 }
             }
-            Fact::JobGone { run, finished, deleted, ttl, before_collection, by_ttl, exceeded, .. } => {
-                if *before_collection {
+            Fact::JobGone {
+                run,
+                finished,
+                deleted,
+                ttl,
+                before_collection,
+                cause,
+                run_finished,
+                exceeded,
+                ..
+            } => {
+                if *cause == DeletionCause::WithRun {
+                    let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
+                    let reason = if *run_finished { "retention" } else { "cancel" };
+                    self.deleted_with_run.add(1, &[ns, rt, KeyValue::new("reason", reason)]);
+                } else if *before_collection {
                     self.deleted_before_collection.add(1, &ns_runtime(&run.namespace, run.runtime));
                 }
+                let by_ttl = *cause == DeletionCause::Ttl;
                 if let (Some(ttl), true) = (ttl, *exceeded) {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                     self.ttl_margin_exceeded
                         .add(1, &[ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())]);
                 }
-                if let (true, Some(fin), Some(ttl)) = (*by_ttl, finished, ttl) {
+                if let (true, Some(fin), Some(ttl)) = (by_ttl, finished, ttl) {
                     let lag = deleted.at.secs_since(fin.at.add_secs(ttl.seconds)).max(0.0);
                     self.ttl_deletion_lag
                         .record(lag, &[KeyValue::new("namespace", run.namespace.to_string())]);
@@ -200,6 +223,9 @@ impl LifecycleMetrics {
     fn zero_series(&self, namespace: &str, runtime: Runtime) {
         let [ns, rt] = ns_runtime(namespace, runtime);
         self.deleted_before_collection.add(0, &[ns.clone(), rt.clone()]);
+        for reason in ["cancel", "retention"] {
+            self.deleted_with_run.add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
+        }
         let reason = match runtime {
             Runtime::Job => "JobMissing",
             Runtime::Workflow => "WorkflowJobMissing",

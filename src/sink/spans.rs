@@ -22,7 +22,7 @@ use opentelemetry_sdk::{
 
 use crate::engine::{
     Emitted, Fact, Stamp, TimeSource, Ts,
-    facts::{JobInfo, Phase, RunInfo, RunOutcome, Ttl},
+    facts::{DeletionCause, JobInfo, Phase, RunInfo, RunOutcome, Ttl},
     ids,
 };
 
@@ -229,8 +229,11 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             let mut attrs = job_attrs(run, job);
             let delay = collected.at.secs_since(finished.at);
             attrs.push(kv_str("agentrun.job.outcome", outcome.as_str()));
-            attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
-            if let Some(ttl) = ttl {
+            let abandoned = *outcome == crate::engine::facts::CollectOutcome::Abandoned;
+            if !abandoned {
+                attrs.push(KeyValue::new("agentrun.job.collection_delay_seconds", delay));
+            }
+            if let Some(ttl) = ttl.as_ref().filter(|_| !abandoned) {
                 ttl_attrs(&mut attrs, ttl);
                 attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", ttl.seconds as f64 - delay));
             }
@@ -259,18 +262,21 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
             deleted,
             ttl,
             before_collection,
-            by_ttl,
+            cause,
             margin_seconds,
             ..
         } => {
             let mut attrs = job_attrs(run, job);
+            attrs.push(kv_str("agentrun.job.deletion_cause", cause.as_str()));
             let mut events = Vec::new();
-            if *before_collection {
+            // Deleted with its run (a cancel, retention): not an incident.
+            let incident = *before_collection && *cause != DeletionCause::WithRun;
+            if incident {
                 events.push(event("job.deleted_before_collection", deleted.at, Vec::new()));
             }
             match finished {
                 Some(fin) => {
-                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", *before_collection));
+                    attrs.push(KeyValue::new("agentrun.job.deleted_before_collection", incident));
                     if let Some(ttl) = ttl {
                         ttl_attrs(&mut attrs, ttl);
                         let deadline = fin.at.add_secs(ttl.seconds);
@@ -278,7 +284,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                         if deadline <= deleted.at {
                             events.insert(0, event("job.ttl_expired", deadline, Vec::new()));
                         }
-                        if *by_ttl {
+                        if *cause == DeletionCause::Ttl {
                             attrs.push(KeyValue::new(
                                 "agentrun.job.deletion_lag_seconds",
                                 deleted.at.secs_since(deadline).max(0.0),
@@ -288,7 +294,7 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                     if let Some(m) = margin_seconds {
                         attrs.push(KeyValue::new("agentrun.job.ttl_margin_seconds", *m));
                     }
-                    let status = if *before_collection {
+                    let status = if incident {
                         Status::error("the Job was deleted before its status was collected")
                     } else {
                         Status::Unset
@@ -307,7 +313,8 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                 }
                 // Never finished: its `job.run` ends at the deletion.
                 None => {
-                    attrs.push(kv_str("agentrun.job.outcome", "deleted"));
+                    let outcome = if *cause == DeletionCause::WithRun { "cancelled" } else { "deleted" };
+                    attrs.push(kv_str("agentrun.job.outcome", outcome));
                     Draft {
                         run: run.clone(),
                         name: "job.run",
@@ -317,7 +324,11 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
                         end: *deleted,
                         attrs,
                         events,
-                        status: Status::error("the Job was deleted before it finished"),
+                        status: if incident {
+                            Status::error("the Job was deleted before it finished")
+                        } else {
+                            Status::Unset
+                        },
                     }
                 }
             }

@@ -13,12 +13,12 @@ use std::{
 };
 
 use crate::{
-    engine::{
-        Change, Object, Observation, Ts,
-        facts::Runtime,
-        objects::{AgentRun, Job, Pod},
+    engine::{Ts, facts::Runtime},
+    source::{Change, Observation},
+    upstream::{
+        self, RunSpec, StepRef,
+        objects::{AgentRun, Job, Object, Pod},
     },
-    upstream::{self, RunSpec, StepRef},
 };
 
 /// A small deterministic PRNG (xorshift64*), so a seed reproduces a demo exactly.
@@ -100,7 +100,8 @@ enum Action {
     JobFinished(usize),
     Collect(usize),
     PatchTtl(usize),
-    TtlDelete(usize),
+    /// The TTL controller deletes this Job (by uid: the run may have moved on to another one).
+    TtlDelete(usize, String),
     PodGone(usize),
     JobGone(usize),
 }
@@ -339,10 +340,11 @@ impl Simulator {
                 let Some(job) = r.job.as_mut() else { return };
                 upstream::job_finished(job, fails, now);
                 let (job, delay, ttl) = (job.clone(), r.plan.collect_delay, r.plan.ttl_at_creation);
+                let uid = job.metadata.uid.clone().unwrap_or_default();
                 self.emit(out, Change::Upsert(Object::Job(job)));
                 if let Some(ttl) = ttl {
                     let lag = self.rng.range(0.2, 1.0);
-                    self.after(ttl as f64 + lag, Action::TtlDelete(id));
+                    self.after(ttl as f64 + lag, Action::TtlDelete(id, uid));
                 }
                 self.after(delay, Action::Collect(id));
             }
@@ -357,17 +359,20 @@ impl Simulator {
                 job.spec.ttl_seconds_after_finished = Some(ttl);
                 let finished = finished_at(job).unwrap_or(self.now);
                 let job = job.clone();
+                let uid = job.metadata.uid.clone().unwrap_or_default();
                 self.emit(out, Change::Upsert(Object::Job(job)));
                 let due = finished.add_secs(ttl).max(self.now);
                 let lag = self.rng.range(0.2, 1.0);
                 let at = due.add_millis((lag * 1000.0) as i64);
-                self.schedule(at, Action::TtlDelete(id));
+                self.schedule(at, Action::TtlDelete(id, uid));
             }
-            Action::TtlDelete(id) => {
+            Action::TtlDelete(id, uid) => {
                 let now = self.now;
                 let Some(r) = self.runs.get_mut(&id) else { return };
                 let Some(job) = r.job.as_mut() else { return };
-                if job.metadata.deletion_timestamp.is_some() {
+                if job.metadata.deletion_timestamp.is_some()
+                    || job.metadata.uid.as_deref() != Some(uid.as_str())
+                {
                     return;
                 }
                 upstream::job_deleting(job, now);
@@ -419,6 +424,7 @@ impl Simulator {
         let failed = r.plan.steps[r.step].get(r.attempt).copied().unwrap_or(false);
         let attempts = r.plan.steps[r.step].len();
         let mut next = None;
+        let mut next_step_job = None;
         match r.runtime {
             Runtime::Job => {
                 upstream::collected_job_runtime(&mut r.run, &job, now);
@@ -426,7 +432,10 @@ impl Simulator {
             }
             Runtime::Workflow => {
                 let retry = failed && r.attempt + 1 < attempts;
-                upstream::step_collected(&mut r.run, r.step as u32 + 1, STEPS[r.step], &job, retry, now);
+                let moves_on = !failed && r.step + 1 < STEPS.len();
+                if !moves_on {
+                    upstream::step_collected(&mut r.run, r.step as u32 + 1, STEPS[r.step], &job, retry, now);
+                }
                 if retry {
                     r.attempt += 1;
                     next = Some(5.0);
@@ -434,35 +443,57 @@ impl Simulator {
                     upstream::workflow_finished(&mut r.run, failed, now);
                     r.done = true;
                 } else {
+                    // Upstream creates the next step's Job in the same reconcile, before the one status
+                    // write that collects this step and starts the next (workflow-reconciler.ts).
                     r.step += 1;
                     r.attempt = 0;
-                    next = Some(0.5);
+                    next_step_job = Some(self.rng.uuid());
                 }
             }
         }
-        let run = r.run.clone();
         let patch = r.plan.ttl_at_creation.is_none();
-        self.emit(out, Change::Upsert(Object::AgentRun(run)));
+        let mut written = now;
+        if let Some(uid) = next_step_job {
+            let Some(r) = self.runs.get_mut(&id) else { return };
+            written = now.add_millis(300);
+            let step = StepRef { index: r.step as u32 + 1, name: STEPS[r.step].into(), attempt: 1 };
+            let next_job = upstream::job(&r.run, &uid, Some(&step), r.plan.ttl_at_creation, now);
+            upstream::step_collected(&mut r.run, step.index - 1, STEPS[r.step - 1], &job, false, written);
+            upstream::step_running(&mut r.run, step.index, &step.name, 1, &next_job, written);
+            let old = r.job.replace(next_job.clone());
+            let pod = r.pod.take();
+            let (ttl, run) = (r.plan.ttl, r.run.clone());
+            self.emit(out, Change::Upsert(Object::Job(next_job)));
+            self.emit_at(out, written, Change::Upsert(Object::AgentRun(run)));
+            // The TTL patch of the collected Job follows the status write.
+            self.retire(old, pod, patch, ttl, 0.35);
+            self.after(0.5, Action::StartJob(id));
+            return;
+        }
+        let Some(r) = self.runs.get_mut(&id) else { return };
+        let run = r.run.clone();
+        self.emit_at(out, written, Change::Upsert(Object::AgentRun(run)));
         if patch {
             self.after(0.05, Action::PatchTtl(id));
         }
         if let Some(delay) = next {
-            // The old Job lives on until its TTL; the run moves on with a new one.
+            // The old Job lives on until its TTL; the retry's Job comes in a later reconcile.
             let old = self.runs.get_mut(&id).and_then(|r| r.job.take());
             let pod = self.runs.get_mut(&id).and_then(|r| r.pod.take());
             let ttl = self.runs.get(&id).map_or(90, |r| r.plan.ttl);
-            self.retire(old, pod, patch, ttl);
+            self.retire(old, pod, patch, ttl, 0.05);
             self.after(delay, Action::CreateJob(id));
         }
     }
 
     /// A workflow moved on from `job`: its TTL deletion happens on a side track.
-    fn retire(&mut self, job: Option<Job>, pod: Option<Pod>, patch: bool, ttl: i64) {
+    fn retire(&mut self, job: Option<Job>, pod: Option<Pod>, patch: bool, ttl: i64, patch_after: f64) {
         let Some(job) = job else { return };
         self.retired += 1;
         let id = self.retired;
         let ttl = job.spec.ttl_seconds_after_finished.unwrap_or(ttl);
         let finished = finished_at(&job).unwrap_or(self.now);
+        let job_uid = job.metadata.uid.clone().unwrap_or_default();
         let side = SimRun {
             run: AgentRun::default(),
             runtime: Runtime::Job,
@@ -482,10 +513,10 @@ impl Simulator {
         };
         self.runs.insert(id, side);
         if patch {
-            self.after(0.05, Action::PatchTtl(id));
+            self.after(patch_after, Action::PatchTtl(id));
         } else {
             let due = finished.add_secs(ttl).max(self.now).add_millis(500);
-            self.schedule(due, Action::TtlDelete(id));
+            self.schedule(due, Action::TtlDelete(id, job_uid));
         }
     }
 }
@@ -516,7 +547,9 @@ mod tests {
         let mut facts = Vec::new();
         while sim.next_at().is_some() {
             for obs in sim.step() {
-                facts.extend(tracker.apply(obs));
+                if let Some(input) = crate::upstream::input(&obs, &Default::default()) {
+                    facts.extend(tracker.apply(input));
+                }
             }
         }
         facts.extend(tracker.flush());

@@ -1,5 +1,5 @@
 //! Kubernetes watches → observations. One kube-rs watcher per kind and namespace, over the narrow
-//! projections of [`crate::engine::objects`], each wrapped in `DeserializeGuard` so a malformed object is
+//! projections of [`crate::upstream::objects`], each wrapped in `DeserializeGuard` so a malformed object is
 //! logged, counted and skipped instead of stalling the watch. Watch errors (410 Gone included) are retried
 //! with backoff; the watcher then relists, and the relist markers let the tracker find what vanished during
 //! the gap.
@@ -28,12 +28,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::{
-    engine::{
-        Change, Kind, Object, Observation, Ts,
-        ids::name_key,
-        objects::{AgentRun, Job, Pod},
-    },
+    engine::{Kind, Ts, ids::name_key},
     sink::metrics::{LifecycleMetrics, WatchEventType},
+    source::{Change, Observation},
+    upstream::objects::{AgentRun, Job, Object, Pod},
 };
 
 macro_rules! projection_resource {

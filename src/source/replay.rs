@@ -7,7 +7,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::engine::{Change, Object, Observation, Ts};
+use crate::{
+    engine::Ts,
+    source::{Change, Observation},
+    upstream::objects::Object,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -206,8 +210,8 @@ fn latest_time(change: &Change) -> Option<Ts> {
     };
     let mut times: Vec<Ts> = Vec::new();
     let meta = object.metadata();
-    times.extend(meta.creation_timestamp.iter().map(Ts::from_time));
-    times.extend(meta.deletion_timestamp.iter().map(Ts::from_time));
+    times.extend(meta.creation_timestamp.iter().map(crate::upstream::ts));
+    times.extend(meta.deletion_timestamp.iter().map(crate::upstream::ts));
     match object {
         Object::AgentRun(r) => {
             if let Some(s) = &r.status {

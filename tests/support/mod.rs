@@ -6,6 +6,7 @@ pub mod otlp;
 pub mod spans;
 pub mod standin;
 pub mod testbed;
+pub mod writes;
 
 use std::{net::TcpListener, process::Command};
 

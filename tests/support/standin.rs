@@ -1,6 +1,6 @@
-//! A stand-in for the agents controller, for the end-to-end tests. The real controller (TypeScript, with many
-//! services behind it) cannot run here; this fixture does what it does to Jobs, as the domain brief
-//! describes, and nothing else:
+//! A stand-in for the agents controller, for the end-to-end tests (the real one, TypeScript on Bun, is recorded
+//! by `tests/upstream/record.sh` for development; CI replays those recordings). It does what the controller
+//! does to Jobs and nothing else:
 //!
 //! - creates the Job of a run (`<run>-job`) or of each workflow step attempt (`<run>-step-<i>-attempt-<n>`)
 //!   with the upstream labels and owner reference, `backoffLimit: 0` and, in the older style, a TTL;
@@ -8,14 +8,18 @@
 //!   `workflow.steps[]`, conditions), using the same shapes as the demo simulator (`upstream.rs`);
 //! - collects a finished Job after a configurable delay: reads it, writes the terminal (or step) status, then
 //!   merge-patches `ttlSecondsAfterFinished` onto it (current style); if the Job is gone by then, writes
-//!   `JobMissing` / `WorkflowJobMissing` exactly as upstream does.
+//!   `JobMissing` / `WorkflowJobMissing` exactly as upstream does;
+//! - in the order upstream writes (recorded in `tests/fixtures/upstream`): a step that succeeded with steps
+//!   left is written in the same status that starts the next step, after that step's Job was created, and
+//!   its TTL patch follows that write; a retry's Job comes in a later reconcile.
 //!
 //! The kwok fake node runs each Pod for the time and with the exit code given by pod annotations.
 
 use std::time::Duration;
 
 use agentrun_lifecycle_exporter::{
-    engine::{Ts, facts::Runtime, objects},
+    engine::{Ts, facts::Runtime},
+    upstream::objects,
     upstream::{self, RunSpec, StepRef},
 };
 use k8s_openapi::api::{batch::v1::Job, core::v1::Namespace};
@@ -144,6 +148,9 @@ impl StandIn {
         let mut outcome =
             Outcome { uid: created.metadata.uid.clone().unwrap_or_default(), ..Outcome::default() };
 
+        // A step that succeeded with steps left: collected in the reconcile that creates the next step's
+        // Job, written in one status after that Job exists, TTL-patched after the write (as upstream does).
+        let mut carried: Option<(StepRef, objects::Job)> = None;
         'steps: for (i, attempts) in plan.steps.iter().enumerate() {
             for (n, attempt) in attempts.iter().enumerate() {
                 let step = (plan.runtime == Runtime::Workflow).then(|| StepRef {
@@ -155,18 +162,20 @@ impl StandIn {
                 let job_name = job.metadata.name.clone().unwrap_or_default();
                 outcome.jobs.push(job_name.clone());
                 let as_projection = projection(&job)?;
+                let now = Ts::now();
+                if let Some((prev, finished)) = &carried {
+                    upstream::step_collected(&mut model, prev.index, &prev.name, finished, false, now);
+                }
                 match &step {
-                    None => upstream::submitted(&mut model, &as_projection, Ts::now()),
-                    Some(s) => upstream::step_running(
-                        &mut model,
-                        s.index,
-                        &s.name,
-                        s.attempt,
-                        &as_projection,
-                        Ts::now(),
-                    ),
+                    None => upstream::submitted(&mut model, &as_projection, now),
+                    Some(s) => {
+                        upstream::step_running(&mut model, s.index, &s.name, s.attempt, &as_projection, now)
+                    }
                 }
                 self.write_status(&model).await?;
+                if let Some((_, finished)) = carried.take() {
+                    self.patch_ttl(&finished, plan.ttl).await?;
+                }
                 self.wait_finished(&job_name).await?;
                 tokio::time::sleep(plan.collect_delay).await;
                 let Some(job) = self.jobs().get_opt(&job_name).await? else {
@@ -181,21 +190,22 @@ impl StandIn {
                 let finished = projection(&job)?;
                 let failed = finished.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
                 let retry = failed && n + 1 < attempts.len();
+                let last_step = i + 1 == plan.steps.len();
                 match &step {
                     None => upstream::collected_job_runtime(&mut model, &finished, Ts::now()),
+                    Some(s) if !failed && !last_step => {
+                        carried = Some((s.clone(), finished));
+                        break;
+                    }
                     Some(s) => {
                         upstream::step_collected(&mut model, s.index, &s.name, &finished, retry, Ts::now());
-                        let last_step = i + 1 == plan.steps.len();
-                        if failed && !retry || !failed && last_step {
+                        if !retry {
                             upstream::workflow_finished(&mut model, failed, Ts::now());
                         }
                     }
                 }
                 self.write_status(&model).await?;
-                if let TtlStyle::AfterCollection(ttl) = plan.ttl {
-                    let patch = json!({"spec": {"ttlSecondsAfterFinished": ttl}});
-                    self.jobs().patch(&job_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                }
+                self.patch_ttl(&finished, plan.ttl).await?;
                 if failed && !retry {
                     break 'steps;
                 }
@@ -241,6 +251,16 @@ impl StandIn {
             body["spec"]["ttlSecondsAfterFinished"] = json!(t);
         }
         Ok(self.jobs().create(&PostParams::default(), &serde_json::from_value(body)?).await?)
+    }
+
+    /// The current controller's TTL patch, after the status write that collected the Job.
+    async fn patch_ttl(&self, job: &objects::Job, ttl: TtlStyle) -> anyhow::Result<()> {
+        if let TtlStyle::AfterCollection(ttl) = ttl {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            let patch = json!({"spec": {"ttlSecondsAfterFinished": ttl}});
+            self.jobs().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        Ok(())
     }
 
     async fn write_status(&self, run: &objects::AgentRun) -> anyhow::Result<()> {

@@ -260,12 +260,13 @@ pub fn watch_jobs(client: Client, namespace: &str) -> (JobLog, tokio::task::Join
             }
             f.ttl = ttl.or(f.ttl);
             if let Some(t) = &job.metadata.deletion_timestamp {
-                f.deletion.get_or_insert(Ts::from_time(t));
+                f.deletion.get_or_insert(agentrun_lifecycle_exporter::upstream::ts(t));
             }
             if let Some(cs) = job.status.as_ref().and_then(|s| s.conditions.as_ref()) {
                 for c in cs {
                     if (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True" {
-                        f.finished = c.last_transition_time.as_ref().map(Ts::from_time);
+                        f.finished =
+                            c.last_transition_time.as_ref().map(agentrun_lifecycle_exporter::upstream::ts);
                     }
                 }
             }

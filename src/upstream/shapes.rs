@@ -1,16 +1,17 @@
 //! Objects shaped exactly as the agents controller, the Kubernetes Job and TTL controllers and the kubelet
-//! write them (see the domain brief: names, labels, owner references, status fields, condition order). The
-//! demo simulator builds its cluster from these, and the engine's tests build their fixtures from them.
+//! write them: names, labels, owner references, status fields, condition order, and the order of the writes
+//! (docs/design.md, "The upstream boundary"). The demo simulator builds its cluster from these, and the
+//! engine's tests build their fixtures from them.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::engine::{
-    Ts,
-    facts::Runtime,
+use super::{
     objects::{self, *},
+    time as k8s_time,
 };
+use crate::engine::{Ts, facts::Runtime};
 
 /// What a user applies.
 #[derive(Clone, Debug)]
@@ -58,7 +59,7 @@ fn meta(namespace: &str, name: &str, uid: &str, created: Ts) -> ObjectMeta {
         namespace: Some(namespace.into()),
         name: Some(name.into()),
         uid: Some(uid.into()),
-        creation_timestamp: Some(truncate(created).to_time()),
+        creation_timestamp: Some(k8s_time(truncate(created))),
         ..ObjectMeta::default()
     }
 }
@@ -77,13 +78,23 @@ fn cond(type_: &str, reason: &str, at: Ts) -> Condition {
     }
 }
 
-/// `makeName`: lower-case, `[a-z0-9-]`, trimmed, ≤ 63 characters (the hash suffix for longer names is not
-/// modelled: the demo's names are short).
+/// `makeName` (`job-runtime.ts`): lower-case, each run of characters outside `[a-z0-9-]` becomes one `-`,
+/// trimmed of `-`; over 63 characters, the first 54 + `-` + 8 hex characters of the sha1 of the whole name.
 pub fn job_name(run: &str, suffix: &str) -> String {
-    let raw = format!("{run}-{suffix}").to_lowercase();
-    let cleaned: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    cleaned.trim_matches('-').chars().take(63).collect()
+    let mut normalized = String::with_capacity(run.len());
+    for c in run.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+            normalized.push(c);
+        } else if !normalized.ends_with('-') || normalized.is_empty() {
+            normalized.push('-');
+        }
+    }
+    let combined = format!("{normalized}-{suffix}").trim_matches('-').to_owned();
+    if combined.len() <= 63 {
+        return combined;
+    }
+    let hash = sha1_smol::Sha1::from(combined.as_bytes()).digest().to_string();
+    format!("{}-{}", &combined[..54], &hash[..8])
 }
 
 pub fn agentrun(spec: &RunSpec, created: Ts) -> AgentRun {
@@ -97,10 +108,10 @@ pub fn agentrun(spec: &RunSpec, created: Ts) -> AgentRun {
             runtime: Some(RuntimeSpec {
                 type_: spec.runtime.as_str().into(),
                 config: Some(RuntimeConfig {
-                    ttl_seconds_after_finished: spec.job_ttl.map(IntOrString::Int),
+                    ttl_seconds_after_finished: spec.job_ttl.map(serde_json::Value::from),
                 }),
             }),
-            ttl_seconds_after_finished: spec.retention,
+            ttl_seconds_after_finished: spec.retention.map(serde_json::Value::from),
         },
         status: None,
     }
@@ -197,7 +208,7 @@ pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, jo
     let step = step_mut(run, index, name);
     step.phase = Some("Running".into());
     step.attempt = Some(attempt.into());
-    step.message = None;
+    // The message of an earlier transition ("Job missing; retrying") stays: upstream never clears it.
     step.started_at = Some(at);
     step.finished_at = None;
     step.last_transition_time = Some(at);
@@ -256,6 +267,23 @@ pub fn step_job_missing(run: &mut AgentRun, index: u32, name: &str, retrying: bo
             wf.phase = Some("Failed".into());
         }
         upsert_condition(st, cond("Failed", "WorkflowJobMissing", at));
+    }
+}
+
+/// A step ran past `timeoutSeconds` while its Job had not finished: Retrying (attempts left) or Failed; the
+/// Job is left running, never read and never TTL-patched.
+pub fn step_timed_out(run: &mut AgentRun, index: u32, name: &str, retrying: bool, at: Ts) {
+    status(run).updated_at = Some(at);
+    let step = step_mut(run, index, name);
+    step.phase = Some(if retrying { "Retrying" } else { "Failed" }.into());
+    step.message = Some(if retrying { "Step timed out; retrying" } else { "Step timed out" }.into());
+    step.last_transition_time = Some(at);
+    if !retrying {
+        let st = status(run);
+        st.phase = Some("Failed".into());
+        st.reason = Some("WorkflowStepTimedOut".into());
+        st.finished_at = Some(at);
+        upsert_condition(st, cond("Failed", "WorkflowStepTimedOut", at));
     }
 }
 
@@ -338,7 +366,7 @@ pub fn job_finished(job: &mut Job, failed: bool, at: Ts) {
 
 /// The TTL-after-finished controller's foreground deletion: a deletionTimestamp and the finalizer first.
 pub fn job_deleting(job: &mut Job, at: Ts) {
-    job.metadata.deletion_timestamp = Some(truncate(at).to_time());
+    job.metadata.deletion_timestamp = Some(k8s_time(truncate(at)));
     job.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
 }
 

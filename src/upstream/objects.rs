@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 
-use super::time::Ts;
+use crate::engine::{Kind, Ts};
 
 pub const AGENTS_GROUP: &str = "agents.proompteng.ai";
 pub const AGENTRUN_API_VERSION: &str = "agents.proompteng.ai/v1alpha1";
@@ -21,27 +21,6 @@ pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
 pub const LABEL_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 /// The container the agents controller creates and reads the runner status from.
 pub const RUNNER_CONTAINER: &str = "agent-runner";
-
-/// The kinds the engine understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    AgentRun,
-    Job,
-    Pod,
-}
-
-impl Kind {
-    /// The resource name, as in `agentrun_exporter_*{resource=...}`.
-    pub fn resource(self) -> &'static str {
-        match self {
-            Kind::AgentRun => "agentruns",
-            Kind::Job => "jobs",
-            Kind::Pod => "pods",
-        }
-    }
-
-    pub const ALL: [Kind; 3] = [Kind::AgentRun, Kind::Job, Kind::Pod];
-}
 
 /// One watched object, projected. Objects are transient (one per event, dropped once applied), so the
 /// variants are not boxed.
@@ -128,6 +107,9 @@ pub enum ObjectError {
     Malformed(#[from] serde_json::Error),
 }
 
+/// Exempts a run from retention (`index.ts`).
+pub const ANNOTATION_RETAIN: &str = "agents.proompteng.ai/retain";
+
 fn keep_label(key: &str) -> bool {
     key.starts_with("agents.proompteng.ai/")
         || key == LABEL_JOB_NAME
@@ -135,12 +117,16 @@ fn keep_label(key: &str) -> bool {
         || key == LABEL_CONTROLLER_UID
 }
 
-/// Keeps identity, times, owners, finalizers and our labels; drops the rest.
+/// Keeps identity, times, owners, finalizers, our labels and the retain annotation; drops the rest.
 pub fn slim_meta(meta: ObjectMeta) -> ObjectMeta {
     let labels = meta
         .labels
         .map(|l| l.into_iter().filter(|(k, _)| keep_label(k)).collect::<BTreeMap<_, _>>())
         .filter(|l| !l.is_empty());
+    let annotations = meta
+        .annotations
+        .map(|a| a.into_iter().filter(|(k, _)| k == ANNOTATION_RETAIN).collect::<BTreeMap<_, _>>())
+        .filter(|a| !a.is_empty());
     ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
@@ -150,6 +136,7 @@ pub fn slim_meta(meta: ObjectMeta) -> ObjectMeta {
         creation_timestamp: meta.creation_timestamp,
         deletion_timestamp: meta.deletion_timestamp,
         labels,
+        annotations,
         owner_references: meta.owner_references,
         finalizers: meta.finalizers,
         ..ObjectMeta::default()
@@ -185,9 +172,9 @@ pub struct AgentRunSpec {
     pub agent_ref: Option<NameRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeSpec>,
-    /// The AgentRun's own retention (not the Job TTL).
+    /// The AgentRun's own retention (not the Job TTL); any JSON, read as upstream reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_seconds_after_finished: Option<i64>,
+    pub ttl_seconds_after_finished: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -207,31 +194,11 @@ pub struct RuntimeSpec {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
-    /// The Job TTL override; upstream accepts a number or a numeric string.
+    /// The Job TTL override. The field is free-form upstream (any JSON), so it is kept as it is and read the
+    /// way the controller reads it ([`super::job_ttl_override`]); a value of the wrong type never makes the
+    /// whole run malformed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_seconds_after_finished: Option<IntOrString>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum IntOrString {
-    Int(i64),
-    Float(f64),
-    String(String),
-}
-
-impl IntOrString {
-    /// The number, as the controller reads it; `None` when it is not numeric.
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            IntOrString::Int(i) => Some(*i),
-            IntOrString::Float(f) if f.is_finite() => Some(f.trunc() as i64),
-            IntOrString::Float(_) => None,
-            IntOrString::String(s) => {
-                s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)
-            }
-        }
-    }
+    pub ttl_seconds_after_finished: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -295,6 +262,8 @@ pub struct StepStatus {
     pub finished_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Ts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_observed_at: Option<Ts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_ref: Option<JobRef>,
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
@@ -475,14 +444,6 @@ mod tests {
         assert!(!text.contains("team"));
         assert!(text.contains("agents.proompteng.ai/agent-run"));
         assert!(text.contains("\"kind\":\"Pod\""));
-    }
-
-    #[test]
-    fn ttl_override_accepts_numbers_and_numeric_strings() {
-        assert_eq!(IntOrString::Int(600).as_i64(), Some(600));
-        assert_eq!(IntOrString::String(" 86400 ".into()).as_i64(), Some(86400));
-        assert_eq!(IntOrString::Float(30.5).as_i64(), Some(30));
-        assert_eq!(IntOrString::String("soon".into()).as_i64(), None);
     }
 
     #[test]
