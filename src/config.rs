@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     engine::{TrackerConfig, Ts},
-    upstream::{UpstreamConfig, controller_job_ttl},
+    upstream::{UpstreamConfig, controller_job_ttl, retention_env, zero_ttl_retention_env},
 };
 
 #[derive(Debug, Parser)]
@@ -56,12 +56,13 @@ pub struct EngineArgs {
     /// The Job TTL the agents controller patches on when a run sets none (it reads the same variable).
     #[arg(long, env = "AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS")]
     pub default_job_ttl: Option<String>,
-    /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (0 disables), as the controller reads it.
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS", default_value_t = 2_592_000)]
-    pub default_retention: i64,
-    /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (0: kept forever).
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS", default_value_t = 0)]
-    pub zero_ttl_retention: i64,
+    /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (unset: 30 days; 0 disables), read as
+    /// the controller reads it (`parseInt`).
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS")]
+    pub default_retention: Option<String>,
+    /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (unset or 0: kept forever).
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS")]
+    pub zero_ttl_retention: Option<String>,
     /// How long a verdict waits for a late event from another watch.
     #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = parse_duration, default_value = "10s")]
     pub settle: Duration,
@@ -75,11 +76,10 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     pub fn upstream_config(&self) -> UpstreamConfig {
-        let positive = |v: i64| (v > 0).then_some(v);
         UpstreamConfig {
             default_job_ttl: controller_job_ttl(self.default_job_ttl.as_deref()),
-            default_retention: positive(self.default_retention),
-            zero_ttl_retention: positive(self.zero_ttl_retention),
+            default_retention: retention_env(self.default_retention.as_deref()),
+            zero_ttl_retention: zero_ttl_retention_env(self.zero_ttl_retention.as_deref()),
         }
     }
 

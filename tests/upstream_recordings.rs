@@ -21,7 +21,7 @@ use serde::Deserialize;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream");
 /// The scenarios the contract needs at the least (issue: job success, failure, JobMissing, workflow, retry
 /// after a missing Job, timeout, cancel, retention, the incident…). Fewer recordings fail the test.
-const MIN_SCENARIOS: usize = 9;
+const MIN_SCENARIOS: usize = 12;
 
 #[derive(Debug, Deserialize)]
 struct Expect {

@@ -170,3 +170,18 @@ fn runs_of_runtimes_without_jobs_and_templates_are_not_the_engines_business() {
     assert!(run_update(&run("job", "Template"), false, &cfg).is_none());
     assert!(run_update(&run("job", "Running"), false, &cfg).is_some());
 }
+
+#[test]
+fn retention_env_is_read_with_parse_int_like_runtime_config_ts() {
+    // Helm prints 2592000 as 2.592e+06 when it is quoted without `| int`: the controller then keeps runs 2 s.
+    assert_eq!(retention_env(None), Some(2_592_000));
+    assert_eq!(retention_env(Some(" ")), Some(2_592_000));
+    assert_eq!(retention_env(Some("604800")), Some(604_800));
+    assert_eq!(retention_env(Some("2.592e+06")), Some(2));
+    assert_eq!(retention_env(Some("0")), None, "0 disables retention");
+    assert_eq!(retention_env(Some("-5")), None, "parsePositiveInt falls back to 0");
+    assert_eq!(retention_env(Some("soon")), None);
+    assert_eq!(zero_ttl_retention_env(None), None);
+    assert_eq!(zero_ttl_retention_env(Some("604800")), Some(604_800));
+    assert_eq!(zero_ttl_retention_env(Some("x")), None);
+}

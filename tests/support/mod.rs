@@ -3,6 +3,7 @@
 
 pub mod fake_apiserver;
 pub mod otlp;
+pub mod proxy;
 pub mod spans;
 pub mod standin;
 pub mod testbed;
