@@ -261,7 +261,7 @@ fn step_phase(phase: Option<&str>) -> StepPhase {
 
 /// What the write that put a step in `phase` did with its Job, from the message that write set.
 ///
-/// Upstream sets the message only on some transitions and merge-patches the status, so a message stays
+/// Upstream sets the message only on some transitions and copies it forward on every other write, so a message stays
 /// after the transition that wrote it: `Job missing; retrying` is still there when the next attempt
 /// succeeds. A message is therefore read only with the phase it is written with: `Retrying` and `Failed`
 /// always come with their own message; `Succeeded` never writes one.

@@ -78,7 +78,7 @@ fn retention_follows_get_agent_run_retention_decision_and_the_retain_annotation(
 #[test]
 fn step_messages_are_read_with_the_phase_they_are_written_with() {
     // workflow-reconciler.ts: a missing Job → Retrying "Job missing; retrying"; the next attempt's writes
-    // never clear the message (merge patch), so it is still there when the step succeeds.
+    // copy the message forward, so it is still there when the step succeeds.
     use StepPhase::*;
     assert_eq!(step_consumption(Retrying, Some("Job missing; retrying")), Some(Consumption::Missing));
     assert_eq!(step_consumption(Succeeded, Some("Job missing; retrying")), Some(Consumption::Collected));
