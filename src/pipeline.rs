@@ -150,7 +150,12 @@ mod tests {
         while sim.next_at().is_some() {
             observations.extend(sim.step());
         }
-        let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::sink())).unwrap();
+        let telemetry = telemetry::init(
+            TracesDefault::OtlpIfConfigured,
+            Box::new(std::io::sink()),
+            &telemetry::Settings::default(),
+        )
+        .unwrap();
         let mut pipeline =
             Pipeline::new(Tracker::new(TrackerConfig::default()), UpstreamConfig::default(), telemetry);
         let (first, last) = (observations[0].at, observations[observations.len() - 1].at);

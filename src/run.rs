@@ -68,7 +68,11 @@ async fn finish(pipeline: Pipeline) -> Option<crate::sink::summary::Summary> {
 }
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stdout()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpIfConfigured,
+        Box::new(std::io::stdout()),
+        &args.export.settings(),
+    )?;
     telemetry.metrics.zero_watch_series();
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let scope = scope(&client, &args.scope).await;
@@ -147,7 +151,11 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut merged = replay::Merged::open(&args.files)?;
-    let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stderr()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpIfConfigured,
+        Box::new(std::io::stderr()),
+        &args.export.settings(),
+    )?;
     let mut cfg = args.engine.tracker_config(Ts(i64::MIN));
     cfg.backfill_window_ms = None;
     let mut pipeline =
@@ -203,7 +211,11 @@ fn demo_line(done: u64, total: Option<u64>, r: &RunSummary) -> String {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(TracesDefault::OtlpElseConsole, Box::new(std::io::stdout()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpElseConsole,
+        Box::new(std::io::stdout()),
+        &args.export.settings(),
+    )?;
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), Arc::new(AlwaysReady));

@@ -1,6 +1,7 @@
 //! Objects shaped exactly as the agents controller, the Kubernetes Job and TTL controllers and the kubelet
-//! write them (see the domain brief: names, labels, owner references, status fields, condition order). The
-//! demo simulator builds its cluster from these, and the engine's tests build their fixtures from them.
+//! write them: names, labels, owner references, status fields, condition order, and the order of the writes
+//! (docs/design.md, "The upstream boundary"). The demo simulator builds its cluster from these, and the
+//! engine's tests build their fixtures from them.
 
 use std::collections::BTreeMap;
 
@@ -190,6 +191,13 @@ fn step_mut<'a>(run: &'a mut AgentRun, index: u32, name: &str) -> &'a mut StepSt
     let step = &mut wf.steps[index as usize - 1];
     step.name = name.into();
     step
+}
+
+/// The workflow's first status lists every step, Pending (`workflow-reconciler.ts` writes the whole list).
+pub fn workflow_pending(run: &mut AgentRun, steps: &[&str]) {
+    for (i, name) in steps.iter().enumerate() {
+        step_mut(run, i as u32 + 1, name);
+    }
 }
 
 /// A workflow step attempt started: its Job exists and the step is Running.

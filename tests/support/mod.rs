@@ -3,9 +3,12 @@
 
 pub mod fake_apiserver;
 pub mod otlp;
+pub mod outage;
+pub mod proxy;
 pub mod spans;
 pub mod standin;
 pub mod testbed;
+pub mod writes;
 
 use std::{net::TcpListener, process::Command};
 

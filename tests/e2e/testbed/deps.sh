@@ -21,6 +21,16 @@ want=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || want+=("${packages[$cmd]}")
 done
+# PyYAML: dashboards/generate.py reads the chart's values (deploy/chart/values.yaml). The Debian package serves the
+# system python3; another python3 (pyenv, a venv) needs `python3 -m pip install pyyaml` instead.
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  if [[ $(command -v python3) == /usr/bin/python3 ]]; then
+    want+=(python3-yaml)
+  else
+    echo "deps: $(command -v python3) lacks PyYAML; install it (python3 -m pip install pyyaml) and run again" >&2
+    exit 1
+  fi
+fi
 ((${#want[@]})) || exit 0
 mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
 

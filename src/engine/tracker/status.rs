@@ -1,0 +1,140 @@
+//! Folding an AgentRun status into the run: which Jobs it consumed (and how), which it names as running, step
+//! progress, the terminal state, missing-Job conditions.
+
+use std::sync::Arc;
+
+use super::state::*;
+use crate::engine::{
+    facts::MissingEvent,
+    ids::name_key,
+    model::{Consumption as ConsumptionKind, RunStatus, StepPhase},
+    time::{Stamp, Ts},
+};
+
+/// Folds one AgentRun status into the run: consumptions of Jobs, references to running ones, step progress,
+/// terminal state, missing-Job conditions.
+pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
+    let updated = status.updated_at;
+    let reason: Option<Arc<str>> = status.reason.as_deref().map(Into::into);
+
+    for (reason, at) in &status.missing {
+        let reason: Arc<str> = reason.as_str().into();
+        match run.missing.iter_mut().find(|m| m.reason == reason) {
+            Some(m) => m.at = m.at.min(*at),
+            None => run.missing.push(MissingEvent { at: *at, reason }),
+        }
+    }
+
+    // The time of a consuming write: `updatedAt` of the event that showed the transition, else `fallback`.
+    let write_time = |saw_transition: bool, fallback: Option<Ts>| -> Stamp {
+        match (saw_transition, updated, fallback) {
+            (true, Some(u), _) => Stamp::object(u),
+            (_, _, Some(f)) => Stamp::object(f),
+            (_, Some(u), None) => Stamp::object(u),
+            (_, None, None) => Stamp::observed(now),
+        }
+    };
+    let saw = |run: &Run, job: u64| run.referenced.iter().any(|r| r.job == job);
+
+    let mut consumptions: Vec<(u64, Stamp, ConsumptionKind)> = Vec::new();
+    let mut references: Vec<(u64, Option<u32>)> = Vec::new();
+    if let Some(name) = status.job.as_deref() {
+        let job = name_key(name);
+        match status.outcome {
+            Some(_) => {
+                let kind = if reason.as_deref() == Some("JobMissing") {
+                    ConsumptionKind::Missing
+                } else {
+                    ConsumptionKind::Collected
+                };
+                consumptions.push((job, write_time(saw(run, job), status.terminal_at), kind));
+            }
+            None => references.push((job, None)),
+        }
+    }
+    for s in &status.steps {
+        let step = match run.steps.iter_mut().position(|st| st.index == s.index) {
+            Some(i) => &mut run.steps[i],
+            None => {
+                run.steps.push(Step {
+                    index: s.index,
+                    name: s.name.as_str().into(),
+                    first_started: None,
+                    terminal: None,
+                    missing: Vec::new(),
+                    emitted: false,
+                });
+                run.steps.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(t) = s.started_at {
+            step.first_started = Some(step.first_started.map_or(t, |f| f.min(t)));
+        }
+        if let Some(name) = s.job.as_deref() {
+            let job = name_key(name);
+            match s.consumption {
+                Some(kind) => {
+                    let at = write_time(run.referenced.iter().any(|r| r.job == job), s.transition_at);
+                    consumptions.push((job, at, kind));
+                }
+                None if matches!(s.phase, StepPhase::Running | StepPhase::Pending) => {
+                    references.push((job, s.attempt))
+                }
+                None => {}
+            }
+        }
+        for it in &s.iterations {
+            let Some(name) = it.job.as_deref() else { continue };
+            let job = name_key(name);
+            match it.consumption {
+                Some(kind) => {
+                    let at = write_time(run.referenced.iter().any(|r| r.job == job), it.finished_at);
+                    consumptions.push((job, at, kind));
+                }
+                None if it.running => references.push((job, it.attempt)),
+                None => {}
+            }
+        }
+        let Some(step) = run.steps.iter_mut().find(|st| st.index == s.index) else { continue };
+        if matches!(s.phase, StepPhase::Succeeded | StepPhase::Failed) && step.terminal.is_none() {
+            step.terminal = Some(StepTerminal {
+                at: write_time(run.seen_nonterminal, s.transition_at),
+                failed: s.phase == StepPhase::Failed,
+            });
+        }
+        let missing = s.failed_missing || s.consumption == Some(ConsumptionKind::Missing);
+        if missing && step.missing.is_empty() {
+            let at = status
+                .missing
+                .iter()
+                .find(|(r, _)| r == "WorkflowJobMissing")
+                .map(|(_, at)| *at)
+                .or(s.transition_at)
+                .unwrap_or(now);
+            step.missing.push(MissingEvent { at, reason: "WorkflowJobMissing".into() });
+        }
+    }
+    for (job, at, kind) in consumptions {
+        if !run.consumed.iter().any(|c| c.job == job) {
+            push_small(&mut run.consumed, Consumption { job, at, kind, seen_at: now });
+        }
+    }
+    for (job, attempt) in references {
+        match run.referenced.iter_mut().find(|r| r.job == job) {
+            Some(r) => r.attempt = r.attempt.or(attempt),
+            None => push_small(&mut run.referenced, Reference { job, at: updated, attempt }),
+        }
+    }
+    match status.outcome {
+        Some(o) if run.terminal.is_none() => {
+            let at = write_time(run.seen_nonterminal, status.terminal_at);
+            run.terminal = Some(RunTerminal { outcome: o, at, reason });
+        }
+        Some(_) => {}
+        None => {
+            if status.has_phase {
+                run.seen_nonterminal = true;
+            }
+        }
+    }
+}
