@@ -506,7 +506,8 @@ fn object_of(value: &Value) -> Result<Object, String> {
 
 /// serde's message for a field, reduced to what was expected and the kind of thing found. serde writes
 /// `invalid type: <found>, expected <what>`; `<found>` quotes the value, so only its first word is kept.
-fn describe(message: &str, path: &str) -> String {
+/// Public for the watch source, whose malformed-object warning prints serde's message as it is.
+pub fn describe(message: &str, path: &str) -> String {
     let expected = message.rsplit_once(", expected ").map(|(_, e)| e);
     let found = |rest: &str| {
         const KINDS: [(&str, &str); 10] = [
@@ -970,6 +971,66 @@ mod tests {
             })
             .collect();
         assert_eq!(uids, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn serde_messages_lose_their_values() {
+        assert_eq!(
+            describe("invalid type: string \"s3cret\", expected i64", "a.b"),
+            "expected i64, found a string"
+        );
+        assert_eq!(
+            describe("invalid value: string \"s3cret, expected x\", expected an RFC 3339 time", "t"),
+            "expected an RFC 3339 time, found a string that is not one"
+        );
+        assert_eq!(describe("missing field `uid`", "metadata"), "missing field `uid`");
+        assert_eq!(describe("s3cret is wrong", "status.updatedAt"), "expected an RFC 3339 time");
+        assert_eq!(describe("s3cret is wrong", "spec.x"), "not a valid value for this field");
+    }
+
+    /// Events further out of order than the window are replayed late with one warning; within it, sorted.
+    #[test]
+    fn reorder_window_sorts_what_it_can_and_reports_the_rest() {
+        let line = |rv: usize| {
+            format!(
+                "{{\"type\":\"ADDED\",\"object\":{{\"kind\":\"Job\",\"metadata\":{{\"uid\":\"u{rv}\",\"resourceVersion\":\"{rv}\"}}}}}}\n"
+            )
+        };
+        // 3, 1, 2, then the window's worth of later events, then 0 (beyond the window).
+        let mut text = line(3) + &line(1) + &line(2);
+        for rv in 10..10 + REORDER_WINDOW + 5 {
+            text.push_str(&line(rv));
+        }
+        text.push_str(&line(0));
+        let reader = FileReader::new(text.as_bytes(), "f", 0, Ts(0));
+        let out: Vec<Replayed> = Merged::new(vec![reader]).collect();
+        let rvs: Vec<u64> = out
+            .iter()
+            .filter_map(|r| match r {
+                Replayed::Observation(o) => match &o.change {
+                    Change::Upsert(o) => o.metadata().resource_version.as_ref().and_then(|v| v.parse().ok()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(&rvs[..3], &[1, 2, 3]);
+        assert_eq!(rvs.len(), REORDER_WINDOW + 5 + 4);
+        let warnings: Vec<&Skipped> =
+            out.iter().filter_map(|r| if let Replayed::Warning(w) = r { Some(w) } else { None }).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, REORDER_WINDOW + 5 + 4);
+    }
+
+    #[test]
+    fn a_line_without_end_is_skipped_unread_and_reading_goes_on() {
+        let mut text = vec![b'{'; MAX_LINE_BYTES + 10];
+        text.push(b'\n');
+        text.extend(format!("{{\"type\":\"ADDED\",\"object\":{JOB}}}\n").as_bytes());
+        let (events, skipped) = parse_bytes(&text, "big", 0, Ts::now());
+        assert_eq!(events.len(), 1);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!((skipped[0].line, skipped[0].reason.as_str()), (1, "line longer than 16 MiB"));
     }
 
     #[test]
