@@ -101,16 +101,16 @@ impl EngineArgs {
 pub struct ExportArgs {
     /// Memory for spans waiting to be exported (kept and retried while the OTLP backend is unreachable);
     /// past it the oldest are dropped.
-    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", value_parser = NoEcho(parse_bytes), default_value = "64MiB")]
     pub span_buffer_size: u64,
     /// Spans not delivered this long after they were finished are dropped.
-    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", value_parser = parse_positive_duration, default_value = "15m")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", value_parser = NoEcho(parse_positive_duration), default_value = "15m")]
     pub span_buffer_max_age: Duration,
     /// Timeout of one OTLP span export attempt.
-    #[arg(long, env = "AGENTRUN_EXPORTER_EXPORT_TIMEOUT", value_parser = parse_positive_duration, default_value = "5s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_EXPORT_TIMEOUT", value_parser = NoEcho(parse_positive_duration), default_value = "5s")]
     pub export_timeout: Duration,
     /// How long shutdown keeps sending held spans (keep it under the pod's termination grace period).
-    #[arg(long, env = "AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "15s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", value_parser = DurationParser, default_value = "15s")]
     pub shutdown_timeout: Duration,
     /// Namespaces every metric must hold series for; sets the cardinality limit (× 6 series each).
     #[arg(long, env = "AGENTRUN_EXPORTER_MAX_NAMESPACES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = telemetry::DEFAULT_MAX_NAMESPACES as u64)]
@@ -314,17 +314,36 @@ impl TypedValueParser for PositiveParser {
     }
 }
 
+/// Any `fn(&str) -> Result<T, String>` as a clap value parser whose error names the flag and never repeats the
+/// value (the parsers' own messages do not either).
+#[derive(Clone, Copy)]
+pub struct NoEcho<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for NoEcho<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_str().ok_or_else(|| invalid(cmd, arg, "not UTF-8"))?;
+        (self.0)(text).map_err(|why| invalid(cmd, arg, &why))
+    }
+}
+
 /// A duration above zero.
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
-        .and_then(|d| if d.is_zero() { Err(format!("{s:?}: must be above zero")) } else { Ok(d) })
+        .and_then(|d| if d.is_zero() { Err(format!("must be above zero; {DURATION_FORM}")) } else { Ok(d) })
 }
 
 /// `64MiB`, `512KiB`, `1GiB`, `10MB`, or plain bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let value: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64MiB)"))?;
+    let value: u64 = num.parse().map_err(|_| "expected a size such as 64MiB".to_string())?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -333,11 +352,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        _ => return Err("unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)".into()),
     };
-    let bytes = value.checked_mul(scale).ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = value.checked_mul(scale).ok_or("too large")?;
     if bytes == 0 {
-        return Err(format!("{s:?}: must be above zero"));
+        return Err("must be above zero".into());
     }
     Ok(bytes)
 }

@@ -184,6 +184,20 @@ fn huge_and_garbage_durations_are_rejected_by_name() {
         cmd.args(["replay", &format!("{flag}={value}"), file]);
         assert_rejected(&run(cmd, Duration::from_secs(30)), flag);
     }
+    // Values are never repeated: an environment value can be anything.
+    for (var, flag) in [
+        ("AGENTRUN_EXPORTER_SETTLE", "--settle"),
+        ("AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", "--span-buffer-size"),
+        ("AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", "--span-buffer-max-age"),
+        ("AGENTRUN_EXPORTER_EXPORT_TIMEOUT", "--export-timeout"),
+        ("AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", "--shutdown-timeout"),
+    ] {
+        let mut cmd = exporter();
+        cmd.args(["replay", file]).env(var, "SEKRET-9s");
+        let out = run(cmd, Duration::from_secs(30));
+        assert_rejected(&out, flag);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("SEKRET"), "{var} echoed");
+    }
     // The same through the environment, in `watch` (which parses before it connects anywhere).
     for (var, flag) in [
         ("AGENTRUN_EXPORTER_SETTLE", "--settle"),
