@@ -100,9 +100,9 @@ chmod 0755 "$work/app" "$work/app/usr" "$work/app/usr/local" "$work/app/usr/loca
 # owner of the files here.
 layer_tar() {
   local dir=$1 tarball=$2
-  local tar_opts=(--format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime
+  local tar_opts=(--format=posix "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"
     --mtime="@$SOURCE_DATE_EPOCH" --sort=name --numeric-owner)
-  mapfile -t top < <(cd "$dir" && ls -A | sort)
+  mapfile -t top < <(cd "$dir" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
   tar -C "$dir" "${tar_opts[@]}" --owner=0 --group=0 --exclude=./home/nonroot --exclude=home/nonroot \
     -cf "$tarball" "${top[@]}"
   if [[ -d $dir/home/nonroot ]]; then
@@ -157,7 +157,7 @@ find "$layout" -type d -exec chmod 0755 {} +
 find "$layout" -type f -exec chmod 0644 {} +
 
 tmp_out=$out.tmp.$$
-mapfile -t entries < <(cd "$layout" && ls -A | sort)
+mapfile -t entries < <(cd "$layout" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
 tar -C "$layout" --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
   --mtime="@$SOURCE_DATE_EPOCH" --sort=name --owner=0 --group=0 --numeric-owner -cf "$tmp_out" "${entries[@]}"
 mv "$tmp_out" "$out"

@@ -18,7 +18,7 @@
 # Needs root (or unprivileged user namespaces) for umoci unpack and chroot; umoci, jq, openssl.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 export LC_ALL=C
 
 failed=0
@@ -58,7 +58,10 @@ else
     ko "reproducible: a second build gives a different archive"
   fi
 fi
-command -v umoci >/dev/null && command -v jq >/dev/null || { echo "FAIL needs umoci and jq (build.sh installs them)"; exit 1; }
+if ! command -v umoci >/dev/null || ! command -v jq >/dev/null; then
+  echo "FAIL needs umoci and jq (build.sh installs them)"
+  exit 1
+fi
 
 layout=$tmp/layout
 mkdir -p "$layout"
