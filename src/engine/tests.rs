@@ -797,7 +797,7 @@ fn step_job(run: &AgentRun, uid: &str, index: u32, attempt: u32, created: f64) -
     job
 }
 
-/// `Job missing; retrying` stays on the step after the retry (merge patch): the next attempt that succeeds is
+/// `Job missing; retrying` stays on the step after the retry (the controller copies it forward): the next attempt that succeeds is
 /// collected, not missing, and its TTL deletion is not a deletion before collection.
 #[test]
 fn sticky_job_missing_message_does_not_mark_the_next_attempt_missing() {
