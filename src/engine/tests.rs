@@ -1058,7 +1058,7 @@ fn a_run_waits_for_the_jobs_its_status_named() {
     h.up(21.0, job.clone());
     h.del(21.5, job);
     h.tick(40.0);
-X
+    assert!(h.phases("r-job").iter().any(|p| p.0 == Phase::Submit), "the Job's submit span is there");
     assert_eq!(h.gone("r-job").len(), 1);
     assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
 }
