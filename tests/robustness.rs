@@ -294,3 +294,24 @@ fn slow_header_client_is_dropped() {
     assert!(took < Duration::from_secs(4), "closed after {took:?}");
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 }
+
+/// A client that sends requests and stops reading the answers stalls the server's writes: the connection
+/// is closed after the idle timeout instead of being held for as long as the client likes.
+#[test]
+fn client_that_stops_reading_is_dropped_after_the_idle_timeout() {
+    let (mut child, addr) = server(&["--http-idle-timeout", "1s", "--http-header-timeout", "60s"], 1024);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let requests = 3_000;
+    let one = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(one.repeat(requests).as_bytes()).unwrap();
+    // Enough answers to fill both socket buffers are now stuck; nothing is read for a while.
+    std::thread::sleep(Duration::from_secs(4));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let read = s.read_to_end(&mut buf);
+    let _ = child.kill();
+    let _ = child.wait();
+    let answered = String::from_utf8_lossy(&buf).matches("HTTP/1.1 200").count();
+    assert!(read.is_ok() || answered < requests, "still open: {read:?}");
+    assert!(answered < requests, "all {answered} answers were written: the stalled connection was kept");
+}
