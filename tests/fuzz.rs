@@ -533,3 +533,21 @@ fn long_run() {
         "findings: {findings:#?}; {early} child spans before their parent"
     );
 }
+
+/// 4. A deleted run completed, a watch event of it came more than a minute late (the clock jumped), and the
+///    run came back to a second life whose step span started after its first life's Jobs: tombstones of
+///    deleted runs are now kept by count, not time.
+#[test]
+fn known_deleted_run_resurrected_by_a_late_event() {
+    let case = EngineCase {
+        seed: 5607258578823920609,
+        runs: 3,
+        arrival: 15,
+        corruptions: vec![(6355683039380745950, 6, 0), (15741598163956549907, 8, 1787227408832)],
+        interleave: 0,
+    };
+    let scope = InstrumentationScope::builder("fuzz").build();
+    if let Err(e) = check_engine(&case, &scope) {
+        panic!("{e}");
+    }
+}

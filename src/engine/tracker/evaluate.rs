@@ -39,9 +39,6 @@ enum Verdict {
 
 impl Namespace {
     pub fn evaluate(&mut self, run_uid: &str, ctx: &mut Ctx, listing: bool) {
-        if self.done.get(run_uid).and_then(|d| d.expires).is_some_and(|e| e <= ctx.now) {
-            self.done.remove(run_uid);
-        }
         let Some(run) = self.runs.get(run_uid) else { return };
         for job_uid in run.jobs.clone() {
             self.evaluate_job(run_uid, &job_uid, ctx);
@@ -243,12 +240,7 @@ impl Namespace {
             ctx.deadlines.schedule(wait_until, &(self.name.clone(), run_uid.into()));
             return;
         }
-        // A deleted run's tombstone outlives what a lagging watch may still deliver, then goes.
-        let tombstone_until = ctx.now.add_millis(ctx.cfg.settle_ms.saturating_mul(6));
-        let Some(run) = self.forget_run(run_uid, tombstone_until) else { return };
-        if run.gone {
-            ctx.deadlines.schedule(tombstone_until, &(self.name.clone(), run_uid.into()));
-        }
+        let Some(run) = self.forget_run(run_uid) else { return };
         let at = ctx.now.max(ctx.cfg.count_since);
         push(ctx, run.export, at, Fact::RunComplete { run: run.info.clone() });
     }

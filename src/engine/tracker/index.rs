@@ -3,7 +3,7 @@
 //! `apply` (an upsert, or the final state of a deleted object) and its `reset` (the end of a relist).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -40,7 +40,13 @@ pub(super) struct Namespace {
     pub orphans_dirty: bool,
     /// When a list of the namespace's Jobs last completed: a Job it did not contain does not exist.
     pub jobs_listed_at: Option<Ts>,
+    /// Tombstones of deleted runs, oldest first; at most [`DELETED_TOMBSTONES`], and a relist clears them.
+    pub deleted: VecDeque<Arc<str>>,
 }
+
+/// Deleted runs remembered per namespace so that a late event cannot give one a second life: bounded by count,
+/// not time, so no lag of a watch (or jump of the clock) can outlast it.
+const DELETED_TOMBSTONES: usize = 4096;
 
 fn step_key(p: StepPosition, unknown_attempt: u32) -> crate::engine::facts::StepKey {
     crate::engine::facts::StepKey {
@@ -64,6 +70,7 @@ impl Namespace {
             gauges: GaugeIndex::default(),
             orphans_dirty: false,
             jobs_listed_at: None,
+            deleted: VecDeque::new(),
         }
     }
 
@@ -88,12 +95,11 @@ impl Namespace {
         let uid = o.id.uid.as_str();
         if let Some(done) = self.done.get_mut(uid) {
             let old = done.retention;
-            if o.gone {
-                self.done.remove(uid);
-                self.gauges.replace_retention(old, None);
-            } else {
-                done.retention = o.retention;
-                self.gauges.replace_retention(old, o.retention);
+            let new = if o.gone { None } else { o.retention };
+            done.retention = new;
+            self.gauges.replace_retention(old, new);
+            if o.gone && !self.deleted.iter().any(|d| &**d == uid) {
+                self.remember_deleted(uid.into());
             }
             return None;
         }
@@ -197,6 +203,8 @@ impl Namespace {
             }
             keep
         });
+        let done = &self.done;
+        self.deleted.retain(|uid| done.contains_key(uid));
         dirty
     }
 
@@ -428,7 +436,7 @@ impl Namespace {
 
     /// Forgets a run whose lifecycle is complete, with its Jobs and Pods; keeps a tombstone while the AgentRun
     /// exists.
-    pub fn forget_run(&mut self, run_uid: &str, tombstone_until: Ts) -> Option<Box<Run>> {
+    pub fn forget_run(&mut self, run_uid: &str) -> Option<Box<Run>> {
         let run = self.runs.remove(run_uid)?;
         for job_uid in &run.jobs {
             self.forget_job(job_uid);
@@ -436,12 +444,22 @@ impl Namespace {
         self.run_by_name.remove(&run.info.name);
         self.gauges.replace_retention(run.retention_counted, None);
         if run.gone {
-            self.done.insert(run_uid.into(), DoneRun { retention: None, expires: Some(tombstone_until) });
+            self.done.insert(run.info.uid.clone(), DoneRun { retention: None });
+            self.remember_deleted(run.info.uid.clone());
         } else {
-            self.done.insert(run_uid.into(), DoneRun { retention: run.retention, expires: None });
+            self.done.insert(run.info.uid.clone(), DoneRun { retention: run.retention });
             self.gauges.replace_retention(None, run.retention);
         }
         Some(run)
+    }
+
+    fn remember_deleted(&mut self, uid: Arc<str>) {
+        self.deleted.push_back(uid);
+        if self.deleted.len() > DELETED_TOMBSTONES
+            && let Some(oldest) = self.deleted.pop_front()
+        {
+            self.done.remove(&oldest);
+        }
     }
 
     fn forget_job(&mut self, job_uid: &str) {

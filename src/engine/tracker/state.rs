@@ -258,12 +258,11 @@ pub(super) struct PodTrack {
 }
 
 /// A run whose lifecycle is complete, kept so late events neither re-create it nor re-emit its spans: while
-/// its AgentRun exists (it still counts for the retention gauge), or, once deleted, until `expires` (a
-/// lagging watch may still deliver an event of it).
+/// its AgentRun exists (it still counts for the retention gauge), or, once deleted, among the namespace's
+/// most recent deleted runs (a lagging watch may still deliver an event of it, however late).
 #[derive(Debug)]
 pub(super) struct DoneRun {
     pub retention: Option<i64>,
-    pub expires: Option<Ts>,
 }
 
 /// Pushes without the default growth to four elements: most runs have one Job and a Job one Pod.
