@@ -87,6 +87,7 @@ for want in \
   'name: OTEL_EXPORTER_OTLP_ENDPOINT' 'name: OTEL_EXPORTER_OTLP_HEADERS' 'name: OTEL_SERVICE_NAME' \
   'value: "service.instance.id=$(POD_NAME),k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),deployment.environment.name=prod,k8s.cluster.name=prod"' \
   'name: AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS' 'value: "86400"' 'value: "604800"' \
+  'name: AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS' 'value: "3600"' \
   'type: Recreate' 'honorLabels: true' 'grafana_dashboard: "1"' 'namespace: monitoring' \
   'severity: critical' 'team: "platform"' 'absent(agentrun_exporter_build_info{k8s_cluster="prod"})' \
   'sum by (k8s_cluster, namespace) (rate(agentrun_runs_total[5m]))'; do
@@ -153,15 +154,236 @@ else
   echo "note: promtool not found; rules rendered with non-default values not checked (alerts/test.sh needs it anyway)"
 fi
 
-step "parent chart (deploy/testdata/controllers-chart) includes the sidecar"
+step "parent chart (deploy/testdata/controllers-chart, shaped like charts/agents) includes the sidecar"
 parent="$tmp/controllers-chart"
 cp -r "$here/testdata/controllers-chart" "$parent"
+if grep -qx '\*\.tgz' "$parent/.helmignore"; then ok "test chart's .helmignore skips *.tgz, as charts/agents' does"; else ko "test chart's .helmignore lacks *.tgz"; fi
+# The trap the guide avoids: `helm dependency update` writes charts/<name>-<version>.tgz, which that .helmignore hides.
+cp -r "$here/testdata/controllers-chart" "$tmp/depupdate"
+printf '    repository: file://%s\n' "$chart" >>"$tmp/depupdate/Chart.yaml"
+if "$helm" dependency update "$tmp/depupdate" >"$tmp/out" 2>&1 && ls "$tmp/depupdate/charts/"*.tgz >/dev/null 2>&1; then
+  expect_fail "helm dependency update's archive is hidden by .helmignore (why the guide vendors the directory)" \
+    "missing in charts/ directory: agentrun-lifecycle-exporter" "$helm" template agents "$tmp/depupdate"
+else
+  ko "helm dependency update (file://) failed"; sed 's/^/    /' "$tmp/out" | head -10
+fi
+# The guide's default path, literally: vendor the chart directory.
 mkdir -p "$parent/charts"
 cp -r "$chart" "$parent/charts/agentrun-lifecycle-exporter"
-run "helm lint --strict (parent, sidecar enabled)" "$helm" lint --strict "$parent" --set controllers.lifecycleExporter.enabled=true
+# The include lines of the guide are the ones this chart uses.
+grep -F 'include "agentrun-lifecycle-exporter.container"' "$here/agents-chart-integration.md" | sed 's/^ *//' | sort -u >"$tmp/guide-includes"
+grep -hF 'include "agentrun-lifecycle-exporter.container"' "$parent"/templates/*.yaml | sed 's/^ *//' | sort -u >"$tmp/chart-includes"
+if [[ -s $tmp/guide-includes ]] && diff "$tmp/guide-includes" "$tmp/chart-includes" >"$tmp/out"; then
+  ok "the guide's include lines are the test chart's ($(wc -l <"$tmp/guide-includes"))"
+else
+  ko "the guide's include lines differ from the test chart's"; sed 's/^/    /' "$tmp/out"
+fi
+run "helm lint --strict (parent, sidecar in the controllers Deployment)" "$helm" lint --strict "$parent" --set controllers.enabled=true,controllers.lifecycleExporter.enabled=true
+run "helm lint --strict (parent, sidecar in the control-plane Deployment)" "$helm" lint --strict "$parent" --set controllers.lifecycleExporter.enabled=true
 "$helm" template agents "$parent" -n agents >"$tmp/parent-off.yaml"
 if ! grep -q 'agentrun-lifecycle-exporter' "$tmp/parent-off.yaml"; then ok "parent default: no sidecar, no exporter objects"; else ko "parent default rendered exporter parts"; fi
-"$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true \
+
+# compare.py MANIFEST: in every Deployment, the sidecar is there exactly when the container before it runs the AgentRun
+# controller (AGENTS_CONTROLLER_ENABLED), and sees what that container sees: the Job TTL, the retention settings and
+# the namespaces, present or absent alike, a literal read as the controller reads it (Number.parseInt), a valueFrom
+# as is. Prints, per Deployment, what the sidecar got.
+cat >"$tmp/compare.py" <<'PY'
+import re, sys, yaml
+MIRRORED = ["AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS", "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS",
+            "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS"]
+SIDECAR = "agentrun-lifecycle-exporter"
+def parse_int(v):  # JavaScript Number.parseInt(v, 10)
+    m = re.match(r"\s*([+-]?\d+)", "" if v is None else str(v))
+    return int(m.group(1)) if m else None
+def last(env):
+    out = {}
+    for e in env or []:
+        out[e["name"]] = e
+    return out
+errors, seen = [], []
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc or doc.get("kind") != "Deployment":
+        continue
+    name = doc["metadata"]["name"]
+    ctrs = doc["spec"]["template"]["spec"]["containers"]
+    side = [c for c in ctrs if c["name"] == SIDECAR]
+    ctrl = last([c for c in ctrs if c["name"] != SIDECAR][0].get("env"))
+    en = ctrl.get("AGENTS_CONTROLLER_ENABLED", {}).get("value")
+    runs = str(en).strip().lower() in ("1", "true")
+    if runs != bool(side):
+        errors.append(f"{name}: AgentRun controller {'on' if runs else 'off'} (AGENTS_CONTROLLER_ENABLED={en}) but {len(side)} sidecar(s)")
+        continue
+    if not side:
+        seen.append(f"{name}: no sidecar (AGENTS_CONTROLLER_ENABLED={en})")
+        continue
+    s = side[0]
+    senv = last(s.get("env"))
+    got = []
+    for n in MIRRORED:
+        c, x = ctrl.get(n), senv.get(n)
+        if (c is None) != (x is None):
+            errors.append(f"{name}: {n}: controller {'has' if c else 'lacks'} it, sidecar {'has' if x else 'lacks'} it")
+        elif c is not None and "valueFrom" in c:
+            if c.get("valueFrom") != x.get("valueFrom"):
+                errors.append(f"{name}: {n}: valueFrom {c.get('valueFrom')} != {x.get('valueFrom')}")
+            got.append(f"{n}=<valueFrom>")
+        elif c is not None:
+            if parse_int(c.get("value")) != parse_int(x.get("value")):
+                errors.append(f"{name}: {n}: controller {c.get('value')!r} (reads {parse_int(c.get('value'))}) != sidecar {x.get('value')!r}")
+            got.append(f"{n}={x.get('value')}")
+        else:
+            got.append(f"{n}=<unset>")
+    args = s.get("args", [])
+    sns = args[args.index("--namespaces") + 1] if "--namespaces" in args else None
+    cns = ctrl.get("AGENTS_CONTROLLER_NAMESPACES", {}).get("value")
+    if sns != cns:
+        errors.append(f"{name}: sidecar watches {sns!r}, controller {cns!r}")
+    short = {"AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS": "ttl", "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS": "retention",
+             "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS": "zeroTtlRetention"}
+    seen.append(" ".join(g.replace(k, v) for g in got for k, v in short.items() if g.startswith(k)) + f" namespaces={sns}")
+print("; ".join(x for x in seen if "no sidecar" not in x))
+for e in errors:
+    print("MISMATCH", e)
+sys.exit(1 if errors or not seen else 0)
+PY
+# same_as_controller NAME HELM-ARGS...: renders the parent with the sidecar on, in both places, and compares.
+same_as_controller() {
+  local name=$1; shift
+  local where
+  for where in controllers control-plane; do
+    local flag=true; [[ $where == control-plane ]] && flag=false
+    if ! "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true \
+      --set controllers.enabled=$flag "$@" >"$tmp/cmp.yaml" 2>"$tmp/out"; then
+      ko "sidecar sees the controller's values ($where, $name): render failed"; sed 's/^/    /' "$tmp/out" | head -5; continue
+    fi
+    if python3 "$tmp/compare.py" "$tmp/cmp.yaml" >"$tmp/out" 2>&1; then
+      ok "sidecar sees the controller's values ($where, $name): $(head -1 "$tmp/out")"
+    else
+      ko "sidecar sees the controller's values ($where, $name)"; sed 's/^/    /' "$tmp/out" | head -10
+    fi
+  done
+}
+printf 'controller:\n  jobTtlSeconds: 86400\n  jobTtlSecondsAfterFinished: 86400\n  agentRunRetentionSeconds: 604800\n' >"$tmp/ttl-file.yaml"
+same_as_controller "chart defaults"
+same_as_controller "jobTtlSeconds 0" --set controller.jobTtlSeconds=0
+same_as_controller "jobTtlSecondsAfterFinished 0" --set controller.jobTtlSecondsAfterFinished=0
+same_as_controller "jobTtlSeconds null" --set controller.jobTtlSeconds=null
+same_as_controller "jobTtlSecondsAfterFinished null" --set controller.jobTtlSecondsAfterFinished=null
+same_as_controller "both TTLs null" --set controller.jobTtlSeconds=null,controller.jobTtlSecondsAfterFinished=null
+same_as_controller "jobTtlSeconds 86400, jobTtlSecondsAfterFinished 3600" --set controller.jobTtlSeconds=86400,controller.jobTtlSecondsAfterFinished=3600
+same_as_controller "TTLs and retention from a values file" -f "$tmp/ttl-file.yaml"
+same_as_controller "retention 0" --set controller.agentRunRetentionSeconds=0
+same_as_controller "retention null" --set controller.agentRunRetentionSeconds=null
+same_as_controller "retention 604800, zero-TTL retention 3600" --set controller.agentRunRetentionSeconds=604800,controller.agentRunRetentionZeroTtlMaxSeconds=3600
+same_as_controller "TTL from env.vars (chart TTLs null)" --set controller.jobTtlSeconds=null,controller.jobTtlSecondsAfterFinished=null \
+  --set-string env.vars.AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS=1234
+same_as_controller "env.extra overrides the chart's TTL" --set 'env.extra[0].name=AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS' --set-string 'env.extra[0].value=4321'
+same_as_controller "TTL from a Secret (env.secrets)" --set 'env.secrets[0].name=AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS,env.secrets[0].secretName=agents-ttl'
+same_as_controller "controller.namespaces" --set 'controller.namespaces={agents,agents-ci}'
+same_as_controller "namespaceOverride" --set namespaceOverride=prod,agentrun-lifecycle-exporter.namespaceOverride=prod
+# The comparison catches the mistake it is for: the previous guide's include, which passed
+# `controller.jobTtlSeconds | default controller.jobTtlSecondsAfterFinished` (0 → 600) and the raw retention.
+cp -r "$parent" "$tmp/mutant"
+sed -i 's|^\( *\){{- include "agentrun-lifecycle-exporter.container".*|\1{{- include "agentrun-lifecycle-exporter.container" (dict "root" $ "values" $.Values.controllers.lifecycleExporter "namespaces" $.Values.controller.namespaces "jobTtlSeconds" ($.Values.controller.jobTtlSeconds \| default $.Values.controller.jobTtlSecondsAfterFinished) "agentRunRetentionSeconds" $.Values.controller.agentRunRetentionSeconds) \| nindent 8 }}|' \
+  "$tmp/mutant/templates/deployment.yaml"
+"$helm" template agents "$tmp/mutant" -n agents --set controllers.lifecycleExporter.enabled=true --set controller.jobTtlSeconds=0 >"$tmp/mutant.yaml"
+if ! python3 "$tmp/compare.py" "$tmp/mutant.yaml" >"$tmp/out" 2>&1 && grep -q 'MISMATCH.*AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS' "$tmp/out"; then
+  ok "the comparison rejects the previous guide's include (jobTtlSeconds 0: $(grep -o "controller '0'[^!]*!= sidecar '[0-9]*'" "$tmp/out" | head -1))"
+else
+  ko "the comparison accepts the previous guide's include"; sed 's/^/    /' "$tmp/out" | head -5
+fi
+# Absolute values, so that the comparison cannot pass vacuously.
+sidecar_env() { # WHERE NAME ARGS...: the sidecar's value of NAME, or <unset>
+  local where=$1 var=$2; shift 2
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true "$@" --show-only "templates/$where" |
+    python3 -c 'import sys, yaml
+d = yaml.safe_load(sys.stdin); s = [c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "agentrun-lifecycle-exporter"][0]
+print({e["name"]: e.get("value") for e in s.get("env", [])}.get(sys.argv[1], "<unset>"))' "$var"
+}
+for c in "deployment.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|0|--set controller.jobTtlSeconds=0" \
+  "deployment.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|3600|--set controller.jobTtlSeconds=null,controller.jobTtlSecondsAfterFinished=3600" \
+  "deployment.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|<unset>|--set controller.jobTtlSeconds=null,controller.jobTtlSecondsAfterFinished=null" \
+  "deployment-controllers.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|600|--set controllers.enabled=true,controller.jobTtlSeconds=0" \
+  "deployment-controllers.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|0|--set controllers.enabled=true,controller.jobTtlSecondsAfterFinished=0" \
+  "deployment-controllers.yaml|AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS|<unset>|--set controllers.enabled=true,controller.jobTtlSecondsAfterFinished=null" \
+  "deployment.yaml|AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS|2592000|--set controller.agentRunRetentionSeconds=0" \
+  "deployment.yaml|AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS|2592000|--set controller.agentRunRetentionSeconds=null" \
+  "deployment.yaml|AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS|2|" \
+  "deployment-controllers.yaml|AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS|0|--set controllers.enabled=true"; do
+  IFS='|' read -r where var want args <<<"$c"
+  # shellcheck disable=SC2086
+  got=$(sidecar_env "$where" "$var" $args 2>&1 || true)
+  if [[ $got == "$want" ]]; then ok "$where ${args:-(defaults)}: sidecar $var=$want"; else ko "$where ${args:-(defaults)}: sidecar $var=$got, want $want"; fi
+done
+# (2592000 in values.yaml is a float to Helm: `| quote` renders "2.592e+06", which the controller's parseInt reads as 2.)
+
+for c in "controller.enabled=false" "controller.enabled=false,controllers.enabled=true"; do
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set "$c" >"$tmp/off.yaml"
+  if ! grep -q 'name: agentrun-lifecycle-exporter$' "$tmp/off.yaml"; then ok "$c: no sidecar (the AgentRun controller runs nowhere)"; else ko "$c: sidecar rendered"; fi
+done
+"$helm" template agents "$parent" -n agents --set controllers.enabled=true,controllers.lifecycleExporter.enabled=true >"$tmp/both.yaml"
+if [[ $(grep -c '^        - name: agentrun-lifecycle-exporter$' "$tmp/both.yaml") == 1 ]] &&
+  awk '/^# Source: agents\/templates\/deployment-controllers.yaml/,/^---/' "$tmp/both.yaml" | grep -q '^        - name: agentrun-lifecycle-exporter$'; then
+  ok "controllers.enabled=true: one sidecar, in the controllers Deployment (the control plane's controller is off)"
+else
+  ko "controllers.enabled=true: sidecar count/placement"
+fi
+
+digest=sha256:$(printf '%064d' 7)
+expect_fail "imagePolicy.requireDigest: the sidecar's image needs a digest too" \
+  "requireDigest=true requires controllers.lifecycleExporter.image.digest" \
+  "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,imagePolicy.requireDigest=true,image.digest=$digest
+"$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,imagePolicy.requireDigest=true,image.digest=$digest \
+  --set controllers.lifecycleExporter.image.digest=$digest >"$tmp/digest-parent.yaml"
+if grep -q "image: \"ghcr.io/proompteng/agentrun-lifecycle-exporter@$digest\"" "$tmp/digest-parent.yaml"; then ok "imagePolicy.requireDigest with the sidecar's digest: image by digest"; else ko "requireDigest with digest"; fi
+expect_fail "the test chart's own digest validation (as upstream's)" "requires image.digest or controlPlane.image.digest" \
+  "$helm" template agents "$parent" --set imagePolicy.requireDigest=true
+
+expect_fail "namespaceOverride without the dependency's namespaceOverride (monitoring objects on)" \
+  "set agentrun-lifecycle-exporter.namespaceOverride: prod" \
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true,namespaceOverride=prod,agentrun-lifecycle-exporter.podMonitor.enabled=true
+"$helm" template agents "$parent" -n agents --set controllers.enabled=true,controllers.lifecycleExporter.enabled=true,namespaceOverride=prod \
+  --set agentrun-lifecycle-exporter.namespaceOverride=prod,agentrun-lifecycle-exporter.podMonitor.enabled=true \
+  --set agentrun-lifecycle-exporter.prometheusRule.enabled=true,agentrun-lifecycle-exporter.dashboards.enabled=true \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa >"$tmp/nso.yaml"
+nso=$(python3 -c 'import sys, yaml
+bad = []
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if not d: continue
+    ns = d["metadata"].get("namespace")
+    if d["kind"] in ("ClusterRole", "ClusterRoleBinding"): continue
+    if ns != "prod": bad.append(d["kind"] + "/" + d["metadata"]["name"] + "=" + str(ns))
+    for s in d.get("subjects", []):
+        if s.get("namespace") != "prod": bad.append("subject of " + d["metadata"]["name"])
+    sel = d.get("spec", {}).get("namespaceSelector", {}).get("matchNames")
+    if sel is not None and sel != ["prod"]: bad.append("namespaceSelector of " + d["kind"])
+print(" ".join(bad))' "$tmp/nso.yaml")
+if [[ -z $nso ]] && grep -q '^kind: PodMonitor$' "$tmp/nso.yaml"; then ok "namespaceOverride: every object, RoleBinding subject and PodMonitor selector in prod"; else ko "namespaceOverride: outside prod: $nso"; fi
+expect_fail "rbac.serviceAccountName Roles must cover the namespaces the sidecar watches" \
+  "binds Roles only in agents: set agentrun-lifecycle-exporter.exporter.namespaces to \\[agents, agents-ci\\]" \
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set 'controller.namespaces={agents,agents-ci}' \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa
+"$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set 'controller.namespaces={agents,agents-ci}' \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa --set 'agentrun-lifecycle-exporter.exporter.namespaces={agents,agents-ci}' >"$tmp/rbac-ns.yaml"
+if count_is "$tmp/rbac-ns.yaml" '^kind: RoleBinding$' 2 && grep -qF -- '- "agents,agents-ci"' "$tmp/rbac-ns.yaml"; then
+  ok "rbac.serviceAccountName with exporter.namespaces: a RoleBinding per watched namespace"
+else
+  ko "rbac.serviceAccountName with exporter.namespaces"
+fi
+expect_fail "the sidecar's TTL cannot be set apart from the controller's" "the sidecar copies the controller container's own variable" \
+  "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,controllers.lifecycleExporter.jobTtlSecondsAfterFinished=86400
+expect_fail "nor through extraEnv" "extraEnv sets AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS" \
+  "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true \
+  --set 'controllers.lifecycleExporter.extraEnv[0].name=AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS,controllers.lifecycleExporter.extraEnv[0].value=1'
+expect_fail "a PodMonitor on another port name than the sidecar's" "scrape port" \
+  "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,controllers.lifecycleExporter.metrics.portName=other \
+  --set agentrun-lifecycle-exporter.podMonitor.enabled=true
+expect_fail "schema: the sidecar's TTL has upstream's minimum 0" "lifecycleExporter/jobTtlSecondsAfterFinished.*minimum" \
+  "$helm" template agents "$parent" --set controllers.lifecycleExporter.jobTtlSecondsAfterFinished=-1
+expect_fail "schema: the controller's TTL minimum 0 (as upstream)" "/controller/jobTtlSeconds.*minimum" \
+  "$helm" template agents "$parent" --set controller.jobTtlSeconds=-1
+
+"$helm" template agents "$parent" -n agents --set controllers.enabled=true,controllers.lifecycleExporter.enabled=true \
   --set controllers.lifecycleExporter.otel.endpoint=http://otel-collector.observability.svc:4317 \
   --set controllers.lifecycleExporter.resources.limits.memory=512Mi \
   --set controllers.lifecycleExporter.securityContext.readOnlyRootFilesystem=false \
@@ -175,7 +397,7 @@ if count_is "$tmp/controllers.yaml" '^        - name: ' 2 && grep -q '^        -
 else
   ko "controllers Deployment containers"; grep -n '^        - name: ' "$tmp/controllers.yaml" || true
 fi
-for want in '- "agents"' 'value: "600"' 'value: "2592000"' 'agentrun-lifecycle-exporter:9.9.9"' 'memory: 512Mi' \
+for want in '- "agents"' 'agentrun-lifecycle-exporter:9.9.9"' 'memory: 512Mi' \
   'readOnlyRootFilesystem: false' 'cpu: 10m' 'value: "http://otel-collector.observability.svc:4317"' 'name: exp-metrics'; do
   if grep -qF -- "$want" "$tmp/controllers.yaml"; then ok "sidecar: $want"; else ko "sidecar: missing $want"; fi
 done
@@ -184,15 +406,6 @@ if grep -q '^kind: PodMonitor$' "$tmp/parent-on.yaml" && grep -q '^kind: Prometh
   ok "dependency renders PodMonitor (release selector), PrometheusRule and $ndash dashboard ConfigMaps"
 else
   ko "dependency monitoring objects"
-fi
-"$helm" template agents "$parent" -n agents --set controllers.enabled=false,controllers.lifecycleExporter.enabled=true \
-  --set controller.jobTtlSeconds=86400 >"$tmp/parent-cp.yaml"
-awk '/^# Source: agents\/templates\/deployment.yaml/,/^---/' "$tmp/parent-cp.yaml" >"$tmp/cp.yaml"
-if grep -q '^        - name: agentrun-lifecycle-exporter$' "$tmp/cp.yaml" && grep -q 'value: "86400"' "$tmp/cp.yaml" &&
-  ! grep -q 'deployment-controllers' "$tmp/parent-cp.yaml"; then
-  ok "controllers.enabled=false: the control-plane Deployment carries the sidecar (controller.jobTtlSeconds wins)"
-else
-  ko "control-plane Deployment sidecar"
 fi
 expect_fail "parent schema rejects an unknown key in controllers.lifecycleExporter" "additional properties 'bogus' not allowed" \
   "$helm" template agents "$parent" --set controllers.lifecycleExporter.bogus=1
@@ -249,16 +462,20 @@ if ((server_dry_run)); then
     "$helm" template agentrun-lifecycle-exporter "$chart" -n default -f "$here/ci/full-values.yaml" \
       --set 'exporter.namespaces={default,kube-public}' --set dashboards.namespace=default >"$tmp/dry-standalone.yaml"
     run "standalone (full values): accepted by the API server" "$kubectl" apply --dry-run=server -f "$tmp/dry-standalone.yaml"
-    "$helm" template agents "$parent" -n default --set controllers.lifecycleExporter.enabled=true \
+    "$helm" template agents "$parent" -n default --set controllers.enabled=true,controllers.lifecycleExporter.enabled=true \
       --set 'controller.namespaces={default}' \
       --set agentrun-lifecycle-exporter.podMonitor.enabled=true \
       --set agentrun-lifecycle-exporter.prometheusRule.enabled=true \
       --set agentrun-lifecycle-exporter.dashboards.enabled=true \
       --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa >"$tmp/dry-parent.yaml"
     run "parent chart with the sidecar: accepted by the API server" "$kubectl" apply --dry-run=server -f "$tmp/dry-parent.yaml"
-    "$helm" template agents "$parent" -n default --set controllers.enabled=false,controllers.lifecycleExporter.enabled=true \
-      --set 'controller.namespaces={default}' >"$tmp/dry-cp.yaml"
-    run "parent chart, sidecar in the control-plane Deployment: accepted by the API server" \
+    # namespaceOverride: the release says kube-public, every object goes to default.
+    "$helm" template agents "$parent" -n kube-public --set controllers.lifecycleExporter.enabled=true \
+      --set namespaceOverride=default,agentrun-lifecycle-exporter.namespaceOverride=default \
+      --set imagePolicy.requireDigest=true,image.digest=sha256:$(printf '%064d' 7),controllers.lifecycleExporter.image.digest=sha256:$(printf '%064d' 7) \
+      --set agentrun-lifecycle-exporter.podMonitor.enabled=true \
+      --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa >"$tmp/dry-cp.yaml"
+    run "parent chart, sidecar in the control-plane Deployment, namespaceOverride, digests: accepted by the API server" \
       "$kubectl" apply --dry-run=server -f "$tmp/dry-cp.yaml"
   fi
 fi

@@ -6,7 +6,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     engine::{TrackerConfig, Ts},
-    upstream::{UpstreamConfig, controller_job_ttl},
+    sink::buffer::BufferConfig,
+    telemetry,
+    upstream::{UpstreamConfig, controller_job_ttl, retention_env, zero_ttl_retention_env},
 };
 
 #[derive(Debug, Parser)]
@@ -56,12 +58,13 @@ pub struct EngineArgs {
     /// The Job TTL the agents controller patches on when a run sets none (it reads the same variable).
     #[arg(long, env = "AGENTS_AGENT_RUNNER_JOB_TTL_SECONDS")]
     pub default_job_ttl: Option<String>,
-    /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (0 disables), as the controller reads it.
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS", default_value_t = 2_592_000)]
-    pub default_retention: i64,
-    /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (0: kept forever).
-    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS", default_value_t = 0)]
-    pub zero_ttl_retention: i64,
+    /// Retention of AgentRuns without `spec.ttlSecondsAfterFinished` (unset: 30 days; 0 disables), read as
+    /// the controller reads it (`parseInt`).
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS")]
+    pub default_retention: Option<String>,
+    /// Retention of AgentRuns with `spec.ttlSecondsAfterFinished: 0` (unset or 0: kept forever).
+    #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS")]
+    pub zero_ttl_retention: Option<String>,
     /// How long a verdict waits for a late event from another watch.
     #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = parse_duration, default_value = "10s")]
     pub settle: Duration,
@@ -75,11 +78,10 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     pub fn upstream_config(&self) -> UpstreamConfig {
-        let positive = |v: i64| (v > 0).then_some(v);
         UpstreamConfig {
             default_job_ttl: controller_job_ttl(self.default_job_ttl.as_deref()),
-            default_retention: positive(self.default_retention),
-            zero_ttl_retention: positive(self.zero_ttl_retention),
+            default_retention: retention_env(self.default_retention.as_deref()),
+            zero_ttl_retention: zero_ttl_retention_env(self.zero_ttl_retention.as_deref()),
         }
     }
 
@@ -94,6 +96,42 @@ impl EngineArgs {
     }
 }
 
+/// Span export through a collector outage, and the size of the metric streams.
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// Memory for spans waiting to be exported (kept and retried while the OTLP backend is unreachable);
+    /// past it the oldest are dropped.
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
+    pub span_buffer_size: u64,
+    /// Spans not delivered this long after they were finished are dropped.
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", value_parser = parse_positive_duration, default_value = "15m")]
+    pub span_buffer_max_age: Duration,
+    /// Timeout of one OTLP span export attempt.
+    #[arg(long, env = "AGENTRUN_EXPORTER_EXPORT_TIMEOUT", value_parser = parse_positive_duration, default_value = "5s")]
+    pub export_timeout: Duration,
+    /// How long shutdown keeps sending held spans (keep it under the pod's termination grace period).
+    #[arg(long, env = "AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "15s")]
+    pub shutdown_timeout: Duration,
+    /// Namespaces every metric must hold series for; sets the cardinality limit (× 6 series each).
+    #[arg(long, env = "AGENTRUN_EXPORTER_MAX_NAMESPACES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = telemetry::DEFAULT_MAX_NAMESPACES as u64)]
+    pub max_namespaces: u64,
+}
+
+impl ExportArgs {
+    pub fn settings(&self) -> telemetry::Settings {
+        telemetry::Settings {
+            buffer: BufferConfig {
+                max_bytes: self.span_buffer_size,
+                max_age: self.span_buffer_max_age,
+                attempt_timeout: self.export_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+                ..BufferConfig::default()
+            },
+            max_namespaces: usize::try_from(self.max_namespaces).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     #[command(flatten)]
@@ -103,6 +141,8 @@ pub struct WatchArgs {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +165,8 @@ pub struct DemoArgs {
     /// Also write the simulated watch events as JSON Lines (what `record` writes).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -143,6 +185,8 @@ pub struct ReplayArgs {
     pub format: SummaryFormat,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +214,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration above zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+        .and_then(|d| if d.is_zero() { Err(format!("{s:?}: must be above zero")) } else { Ok(d) })
+}
+
+/// `64MiB`, `512KiB`, `1GiB`, `10MB`, or plain bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let value: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64MiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+    };
+    let bytes = value.checked_mul(scale).ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err(format!("{s:?}: must be above zero"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +254,33 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5TiB").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn export_defaults() {
+        let cli = Cli::try_parse_from(["x", "watch"]).unwrap();
+        let Command::Watch(w) = cli.command else { panic!() };
+        let s = w.export.settings();
+        assert_eq!(s.buffer.max_bytes, 64 << 20);
+        assert_eq!(s.buffer.max_age, Duration::from_secs(900));
+        assert_eq!(s.buffer.attempt_timeout, Duration::from_secs(5));
+        // Spans flush for at most the shutdown timeout, then metrics for at most the OTLP timeout (10 s):
+        // within Kubernetes' default grace period of 30 s.
+        assert!(s.buffer.shutdown_timeout + Duration::from_secs(10) < Duration::from_secs(30));
+        assert_eq!(s.cardinality_limit(), 6000);
     }
 
     #[test]

@@ -68,7 +68,11 @@ async fn finish(pipeline: Pipeline) -> Option<crate::sink::summary::Summary> {
 }
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stdout()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpIfConfigured,
+        Box::new(std::io::stdout()),
+        &args.export.settings(),
+    )?;
     telemetry.metrics.zero_watch_series();
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let scope = scope(&client, &args.scope).await;
@@ -150,7 +154,11 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     for s in &capture.skipped {
         warn!("{s}");
     }
-    let telemetry = telemetry::init(TracesDefault::OtlpIfConfigured, Box::new(std::io::stderr()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpIfConfigured,
+        Box::new(std::io::stderr()),
+        &args.export.settings(),
+    )?;
     let mut cfg = args.engine.tracker_config(Ts(i64::MIN));
     cfg.backfill_window_ms = None;
     let mut pipeline =
@@ -190,7 +198,11 @@ fn demo_line(done: u64, total: Option<u64>, r: &RunSummary) -> String {
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.speed > 0.0, "--speed must be positive");
-    let telemetry = telemetry::init(TracesDefault::OtlpElseConsole, Box::new(std::io::stdout()))?;
+    let telemetry = telemetry::init(
+        TracesDefault::OtlpElseConsole,
+        Box::new(std::io::stdout()),
+        &args.export.settings(),
+    )?;
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), Arc::new(AlwaysReady));

@@ -1,27 +1,59 @@
 //! Telemetry setup and shutdown, in one place: the resource, the span output (OTLP, console or none), and
 //! the one meter provider read both by `/metrics` and, when configured, by OTLP push. Configuration follows
 //! the OpenTelemetry environment specification; the OTLP exporters read endpoints, protocol, headers and
-//! timeouts from the `OTEL_EXPORTER_OTLP_*` variables themselves.
+//! timeouts from the `OTEL_EXPORTER_OTLP_*` variables themselves, except the traces timeout: spans go
+//! through a retry buffer ([`crate::sink::buffer`]) whose attempts have their own (`--export-timeout`).
 
 use std::{env, sync::Arc, time::Duration};
 
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
+use opentelemetry_otlp::{RetryPolicy, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
-    metrics::SdkMeterProvider,
-    trace::{BatchConfigBuilder, BatchSpanProcessor, SpanProcessor},
+    metrics::{Instrument, SdkMeterProvider, Stream},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SpanExporter as _},
 };
 use tracing::{info, warn};
 
 use crate::sink::{
-    metrics::LifecycleMetrics,
-    spans::{ConsoleView, CountingExporter, SpanOutput, SpanSink, SpanStats},
+    buffer::{BufferConfig, BufferedExporter},
+    metrics::{LifecycleMetrics, SERIES_PER_NAMESPACE},
+    spans::{ConsoleView, SpanOutput, SpanSink, SpanStats},
 };
 
 pub const DEFAULT_SERVICE_NAME: &str = "agentrun-lifecycle-exporter";
-/// Spans per run are few (about 5–8 per Job); this queue holds minutes of a busy cluster's spans while the
-/// backend is unreachable.
+/// The processor's queue only bridges its 1 s schedule to the retry buffer, which takes each batch at once
+/// and holds spans through an outage; 65,536 spans is far above a second of any cluster's spans.
 const SPAN_QUEUE: usize = 65_536;
+/// Namespaces the metrics are sized for by default (`--max-namespaces`).
+pub const DEFAULT_MAX_NAMESPACES: usize = 1000;
+
+/// What the command line sets about export.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub buffer: BufferConfig,
+    /// Namespaces the metric streams must hold without overflow.
+    pub max_namespaces: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { buffer: BufferConfig::default(), max_namespaces: DEFAULT_MAX_NAMESPACES }
+    }
+}
+
+impl Settings {
+    /// Series each metric stream may hold: every namespace with every label combination of the widest
+    /// metric. Past it the SDK folds new series into one `otel_metric_overflow="true"` series.
+    pub fn cardinality_limit(&self) -> usize {
+        self.max_namespaces.max(1).saturating_mul(SERIES_PER_NAMESPACE).min(usize::MAX - 1)
+    }
+}
+
+/// A view that sets the cardinality limit of every instrument (their names, units and buckets are kept).
+pub fn cardinality_view(limit: usize) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    move |_: &Instrument| Stream::builder().with_cardinality_limit(limit).build().ok()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -37,6 +69,8 @@ pub enum TelemetryError {
     },
     #[error("building the Prometheus reader: {0}")]
     Prometheus(#[source] opentelemetry_sdk::error::OTelSdkError),
+    #[error("starting the span export thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// What a mode does when the environment says nothing about traces.
@@ -88,6 +122,7 @@ pub fn resource() -> Resource {
 pub fn init(
     traces_default: TracesDefault,
     console: Box<dyn std::io::Write + Send>,
+    settings: &Settings,
 ) -> Result<Telemetry, TelemetryError> {
     let resource = resource();
     let stats = Arc::new(SpanStats::default());
@@ -106,20 +141,23 @@ pub fn init(
     };
     let output = match traces.as_str() {
         "otlp" => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .build()
-                .map_err(|source| TelemetryError::Exporter { signal: "traces", source })?;
+            let mut exporter = span_exporter(settings.buffer.attempt_timeout)?;
+            exporter.set_resource(&resource);
+            let buffer = BufferedExporter::start(exporter, settings.buffer.clone(), stats.clone())
+                .map_err(TelemetryError::Thread)?;
             let config = BatchConfigBuilder::default()
                 .with_max_queue_size(SPAN_QUEUE)
                 .with_max_export_batch_size(512)
                 .with_scheduled_delay(Duration::from_secs(1))
                 .build();
-            let mut processor = BatchSpanProcessor::builder(CountingExporter::new(exporter, stats.clone()))
-                .with_batch_config(config)
-                .build();
-            processor.set_resource(&resource);
-            info!(protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "exporting traces over OTLP");
-            SpanOutput::Processor { processor: Box::new(processor), capacity: SPAN_QUEUE as u64 }
+            let processor = BatchSpanProcessor::builder(buffer.clone()).with_batch_config(config).build();
+            info!(
+                protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+                buffer_bytes = settings.buffer.max_bytes,
+                buffer_max_age = ?settings.buffer.max_age,
+                "exporting traces over OTLP"
+            );
+            SpanOutput::Processor { processor: Box::new(processor), buffer, capacity: SPAN_QUEUE as u64 }
         }
         "console" => SpanOutput::Console(ConsoleView::new(console)),
         "none" => SpanOutput::None,
@@ -132,7 +170,11 @@ pub fn init(
         .scope_info_enabled(false)
         .build()
         .map_err(TelemetryError::Prometheus)?;
-    let mut meters = SdkMeterProvider::builder().with_resource(resource).with_reader(prometheus_reader);
+    let limit = settings.cardinality_limit();
+    let mut meters = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(prometheus_reader)
+        .with_view(cardinality_view(limit));
     let metrics_endpoint = endpoint_configured("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
     let metrics_choice = exporter_choice("OTEL_METRICS_EXPORTER")
         .unwrap_or_else(|| if metrics_endpoint { "otlp".into() } else { "prometheus".into() });
@@ -152,8 +194,29 @@ pub fn init(
     }
     let meter_provider = meters.build();
     let meter = meter_provider.meter("agentrun-lifecycle-exporter");
-    let metrics = Arc::new(LifecycleMetrics::new(&meter, stats.clone()));
+    let metrics = Arc::new(LifecycleMetrics::with_series_limit(&meter, stats.clone(), limit));
     Ok(Telemetry { spans: SpanSink::new(output, stats), metrics, registry, meter_provider })
+}
+
+/// The OTLP span exporter: one request per call, bounded by `timeout`. Retries are the buffer's (the
+/// client's own would retry for 2 s and give up).
+fn span_exporter(timeout: Duration) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let built = if protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == "grpc" {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+            .with_retry_policy(RetryPolicy::disabled())
+            .with_timeout(timeout)
+            .build()
+    } else {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_retry_policy(RetryPolicy::disabled())
+            .with_timeout(timeout)
+            .build()
+    };
+    built.map_err(|source| TelemetryError::Exporter { signal: "traces", source })
 }
 
 fn protocol(signal_var: &str) -> String {

@@ -370,3 +370,222 @@ async fn s5_exporter_restart_mid_run() {
     assert_eq!(span(&unique, "job.ttl", Some(job)).end_ns, ns_of(facts.deletion.unwrap().0));
     watch.abort();
 }
+
+/// The controller's writes (creations, status phases per step, TTL patches) in etcd's order, from a `record` of
+/// `plan` run by the stand-in in namespace `ns`.
+async fn stand_in_writes(client: Client, ns: &str, plan: &Plan) -> Vec<String> {
+    let capture = std::env::temp_dir().join(format!("agentrun-e2e-{ns}-{}.jsonl", std::process::id()));
+    let mut record = std::process::Command::new(env!("CARGO_BIN_EXE_agentrun-lifecycle-exporter"))
+        .args(["record", "--namespaces", ns, "--out"])
+        .arg(&capture)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start record");
+    // The watches start from empty lists; give them time to be established before the first write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = StandIn::new(client, ns).run(plan).await.unwrap();
+    assert_eq!(outcome.phase, "Succeeded");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = std::process::Command::new("kill").arg("-INT").arg(record.id().to_string()).status();
+    assert!(record.wait().unwrap().success(), "record exits cleanly on SIGINT");
+    let writes = support::writes::write_sequence_of_file(&capture.to_string_lossy());
+    let _ = std::fs::remove_file(&capture);
+    writes
+}
+
+fn recorded_writes(scenario: &str) -> Vec<String> {
+    let path = format!("{}/tests/fixtures/upstream/{scenario}.jsonl", env!("CARGO_MANIFEST_DIR"));
+    support::writes::write_sequence_of_file(&path)
+}
+
+/// Scenario 6: the stand-in writes what the real controller wrote in its recordings (`tests/fixtures/upstream`),
+/// in the same order: a job run, and a workflow of three steps (each next step's Job before the one status
+/// write that collects the step before it, TTL patches after that write). The rest of the suite relies on it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s6_stand_in_writes_like_the_real_controller() {
+    for (scenario, runtime, steps) in
+        [("job-success", Runtime::Job, 1), ("workflow-three-steps", Runtime::Workflow, 3)]
+    {
+        let ns = format!("e2e-s6-{scenario}");
+        let (_bed, client, _log, watch) = setup(&ns).await;
+        let plan = Plan {
+            name: scenario.into(),
+            runtime,
+            steps: vec![vec![Attempt { run_seconds: 2.0, exit_code: 0 }]; steps],
+            ttl: TtlStyle::AfterCollection(30),
+            collect_delay: Duration::from_millis(300),
+        };
+        let writes = stand_in_writes(client, &ns, &plan).await;
+        assert_eq!(
+            writes,
+            recorded_writes(scenario),
+            "{scenario}: the stand-in's writes vs the real controller's"
+        );
+        watch.abort();
+    }
+}
+
+/// A run's trace after a fault: every span of every Job (submit, pending, run, pod, collect, TTL), a step span
+/// per step, one root; copies re-sent after a restart identical to the first; one trace.
+async fn assert_whole_trace(bed: &Bed, log: &JobLog, uid: &str, jobs: &[String], steps: usize) {
+    for job in jobs {
+        wait_gone(log, job).await;
+    }
+    let per_job = ["job.submit", "job.pending", "job.run", "pod.run", "job.collect", "job.ttl"];
+    let complete = |s: &[FlatSpan]| {
+        let unique: BTreeSet<&str> = s.iter().map(|x| x.span_id.as_str()).collect();
+        unique.len() == 1 + steps + per_job.len() * jobs.len()
+    };
+    let spans = bed.wait_trace(uid, "every span of the run", complete).await;
+    let mut by_id: std::collections::BTreeMap<&str, &FlatSpan> = Default::default();
+    for s in &spans {
+        if let Some(previous) = by_id.insert(&s.span_id, s) {
+            assert_eq!(previous, s, "two different spans with one id");
+        }
+    }
+    let unique: Vec<FlatSpan> = by_id.values().map(|s| (*s).clone()).collect();
+    assert_eq!(check_traces(&unique), Ok(1), "one trace, every child inside its parent");
+    for job in jobs {
+        for name in per_job {
+            span(&unique, name, Some(job));
+        }
+    }
+    assert_eq!(unique.iter().filter(|s| s.name == "workflow.step").count(), steps);
+    assert_eq!(unique.iter().filter(|s| s.name == "agentrun").count(), 1);
+}
+
+fn fault(what: &str) {
+    let state = std::env::var("TESTBED_STATE_DIR").expect("the test bed's env");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed/fault.sh");
+    let status = std::process::Command::new(script).args([state.as_str(), what]).status().expect("fault.sh");
+    assert!(status.success(), "fault.sh {what} failed");
+}
+
+async fn wait_jobs(log: &JobLog, n: usize) {
+    for _ in 0..200 {
+        if log.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} Jobs appeared");
+}
+
+fn spawn_run(client: &Client, ns: &'static str, plan: Plan) -> tokio::task::JoinHandle<standin::Outcome> {
+    let client = client.clone();
+    tokio::spawn(async move { StandIn::new(client, ns).run(&plan).await.unwrap() })
+}
+
+fn two_step_plan(name: &str, run_seconds: f64) -> Plan {
+    Plan {
+        name: name.into(),
+        runtime: Runtime::Workflow,
+        steps: vec![vec![Attempt { run_seconds, exit_code: 0 }]; 2],
+        ttl: TtlStyle::AfterCollection(6),
+        collect_delay: Duration::from_millis(500),
+    }
+}
+
+/// Scenario 7: kube-apiserver restarts in the middle of runs, once as is (the watches resume where they
+/// were) and once after etcd was compacted (they resume with `410 Gone` and relist). Nothing is lost: every
+/// run has one whole trace, and the counters count each run once.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s7_apiserver_restart_and_etcd_compaction_mid_run() {
+    let ns = "e2e-s7-apiserver";
+    let (bed, client, log, watch) = setup(ns).await;
+    let job_plan = Plan {
+        name: "codex-run-restarts".into(),
+        runtime: Runtime::Job,
+        steps: vec![vec![Attempt { run_seconds: 25.0, exit_code: 0 }]],
+        ttl: TtlStyle::AfterCollection(6),
+        collect_delay: Duration::from_millis(500),
+    };
+    let job_run = spawn_run(&client, ns, job_plan);
+    let wf_run = spawn_run(&client, ns, two_step_plan("codex-wf-restarts", 10.0));
+    wait_jobs(&log, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| fault("restart-apiserver"));
+    let relisted = "sum(agentrun_exporter_watch_events_total{type=\"relisted\"})";
+    // Whatever the first restart caused has been scraped before the baseline is read.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = bed.prom(relisted).await.first().map_or(0.0, |(_, v)| *v);
+    // Step 2's Job exists by now or soon: compact, then restart, while it runs.
+    wait_jobs(&log, 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        fault("compact-etcd");
+        fault("restart-apiserver");
+    });
+    let (job_outcome, wf_outcome) = (job_run.await.unwrap(), wf_run.await.unwrap());
+    assert_eq!((job_outcome.phase.as_str(), wf_outcome.phase.as_str()), ("Succeeded", "Succeeded"));
+    bed.wait_prom(relisted, |v| v > before).await;
+    assert_whole_trace(&bed, &log, &job_outcome.uid, &job_outcome.jobs, 0).await;
+    assert_whole_trace(&bed, &log, &wf_outcome.uid, &wf_outcome.jobs, 2).await;
+    let runs = format!("sum(agentrun_runs_total{{namespace=\"{ns}\",outcome=\"succeeded\"}})");
+    bed.wait_prom(&runs, |v| v == 2.0).await;
+    let collected = format!("sum(agentrun_job_collection_delay_seconds_count{{namespace=\"{ns}\"}})");
+    bed.wait_prom(&collected, |v| v == 3.0).await;
+    watch.abort();
+}
+
+/// Scenario 8: the exporter reaches the API server through a proxy that cuts every connection five times
+/// while a workflow runs; its watches reconnect and nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s8_watch_connections_cut_by_a_proxy() {
+    let ns = "e2e-s8-proxy";
+    let (bed, client, log, watch) = setup(ns).await;
+    let url = std::env::var("TESTBED_APISERVER_URL").unwrap();
+    let target: std::net::SocketAddr = url.trim_start_matches("https://").parse().unwrap();
+    let proxy = support::proxy::Proxy::start(target).await;
+    let kubeconfig = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let proxied = std::env::temp_dir().join(format!("agentrun-e2e-proxy-{}.kubeconfig", std::process::id()));
+    std::fs::write(&proxied, kubeconfig.replace(&url, &format!("https://{}", proxy.addr))).unwrap();
+    let restart = |kubeconfig: Option<&std::path::Path>| {
+        let mut cmd =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/exporter.sh"));
+        cmd.args(["start", "grpc"]).env("EXPORTER_BIN", env!("CARGO_BIN_EXE_agentrun-lifecycle-exporter"));
+        match kubeconfig {
+            Some(k) => cmd.env("EXPORTER_KUBECONFIG", k),
+            None => cmd.env_remove("EXPORTER_KUBECONFIG"),
+        };
+        assert!(cmd.status().unwrap().success(), "exporter.sh start");
+    };
+    tokio::task::block_in_place(|| restart(Some(&proxied)));
+    let run = spawn_run(&client, ns, two_step_plan("codex-wf-cuts", 6.0));
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.cut();
+    }
+    let outcome = run.await.unwrap();
+    assert_eq!(outcome.phase, "Succeeded");
+    assert_whole_trace(&bed, &log, &outcome.uid, &outcome.jobs, 2).await;
+    let runs = format!("sum(agentrun_runs_total{{namespace=\"{ns}\",outcome=\"succeeded\"}})");
+    bed.wait_prom(&runs, |v| v == 1.0).await;
+    tokio::task::block_in_place(|| restart(None));
+    let _ = std::fs::remove_file(&proxied);
+    watch.abort();
+}
+
+/// Scenario 9: the exporter is killed (SIGKILL: no flush) while a run is in flight and started again: the
+/// new process rebuilds its state from the objects and sends every span, with the same ids and content.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s9_exporter_killed_mid_run() {
+    let ns = "e2e-s9-sigkill";
+    let (bed, client, log, watch) = setup(ns).await;
+    let run = spawn_run(&client, ns, two_step_plan("codex-wf-sigkill", 5.0));
+    wait_jobs(&log, 2).await;
+    tokio::task::block_in_place(|| bed.exporter(&["kill"]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| bed.exporter(&["start", "grpc"]));
+    let outcome = run.await.unwrap();
+    assert_eq!(outcome.phase, "Succeeded");
+    assert_whole_trace(&bed, &log, &outcome.uid, &outcome.jobs, 2).await;
+    // Counted once, by the process that saw it finish.
+    let runs = format!("sum(agentrun_runs_total{{namespace=\"{ns}\",outcome=\"succeeded\"}})");
+    bed.wait_prom(&runs, |v| v == 1.0).await;
+    watch.abort();
+}

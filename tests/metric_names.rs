@@ -7,8 +7,13 @@ use std::{collections::BTreeSet, time::Duration};
 
 use support::{exporter, free_port, http_get, metric_families};
 
-const EXPECTED: [&str; 22] = [
+const EXPECTED: [&str; 27] = [
     "agentrun_exporter_build_info",
+    "agentrun_exporter_metric_overflow",
+    "agentrun_exporter_metric_series",
+    "agentrun_exporter_span_buffer_size_bytes",
+    "agentrun_exporter_span_buffer_spans",
+    "agentrun_exporter_span_export_failures_total",
     "agentrun_exporter_spans_dropped_total",
     "agentrun_exporter_spans_exported_total",
     "agentrun_exporter_tracked_objects",
@@ -75,6 +80,10 @@ fn metrics_endpoint_serves_exactly_the_catalogued_names() {
         ("agentrun_job_ttl_margin_remaining_seconds{", vec!["namespace"]),
         ("agentrun_runs_total{", vec!["namespace", "outcome", "runtime"]),
         ("agentrun_job_phase_duration_seconds_count{", vec!["namespace", "phase", "runtime"]),
+        ("agentrun_exporter_spans_dropped_total{", vec!["reason"]),
+        ("agentrun_exporter_span_export_failures_total{", vec!["reason"]),
+        ("agentrun_exporter_metric_overflow{", vec!["metric"]),
+        ("agentrun_exporter_metric_series{", vec!["metric"]),
     ] {
         let line = sample
             .lines()
@@ -88,6 +97,16 @@ fn metrics_endpoint_serves_exactly_the_catalogued_names() {
         assert_eq!(keys, labels, "{line}");
     }
     assert!(!sample.contains("otel_scope_name"), "scope labels are off");
+    // Every drop reason and failure reason is a series from the start, so `increase()` sees the first.
+    for reason in ["queue_full", "evicted", "expired", "shutdown", "rejected"] {
+        assert!(sample.contains(&format!("agentrun_exporter_spans_dropped_total{{reason=\"{reason}\"}}")));
+    }
+    for reason in ["timeout", "error"] {
+        assert!(
+            sample.contains(&format!("agentrun_exporter_span_export_failures_total{{reason=\"{reason}\"}}"))
+        );
+    }
+    assert!(sample.contains("agentrun_exporter_metric_overflow{metric=\"agentrun.runs\"} 0"));
     // Delay histograms span 0.5 s to a day.
     assert!(
         sample.contains("agentrun_job_collection_delay_seconds_bucket{") && sample.contains("le=\"0.5\"")

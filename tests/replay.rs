@@ -37,16 +37,27 @@ fn replay(args: &[&str], endpoint: Option<String>) -> (String, String) {
     (stdout, stderr)
 }
 
+/// Compares with a golden file; `UPDATE_GOLDENS=1 cargo test --test replay` rewrites it instead (review the
+/// diff before committing).
+fn golden(name: &str, actual: &str) {
+    let path = format!("{FIXTURES}/{name}");
+    if std::env::var_os("UPDATE_GOLDENS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    assert_eq!(actual, std::fs::read_to_string(&path).unwrap(), "{path} (UPDATE_GOLDENS=1 to rewrite)");
+}
+
 #[test]
 fn golden_summary_of_kubectl_watch_output() {
     let files = fixture_files();
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
     let (table, _) = replay(&args, None);
-    assert_eq!(table, std::fs::read_to_string(format!("{FIXTURES}/summary.txt")).unwrap());
+    golden("summary.txt", &table);
     let mut json_args = vec!["--format", "json"];
     json_args.extend(&args);
     let (json, _) = replay(&json_args, None);
-    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
+    golden("summary.jsonl", &json);
 }
 
 /// The same events as JSON Lines with `observedAt`: the same summary.
@@ -79,7 +90,7 @@ fn golden_summary_of_json_lines() {
     std::fs::write(&path, body).unwrap();
     let (json, _) = replay(&["--format", "json", path.to_str().unwrap()], None);
     // Collection and margins come from the objects' own times, so they do not move with observedAt.
-    assert_eq!(json, std::fs::read_to_string(format!("{FIXTURES}/summary.jsonl")).unwrap());
+    golden("summary.jsonl", &json);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream");
 /// The scenarios the contract needs at the least (issue: job success, failure, JobMissing, workflow, retry
 /// after a missing Job, timeout, cancel, retention, the incident…). Fewer recordings fail the test.
-const MIN_SCENARIOS: usize = 6;
+const MIN_SCENARIOS: usize = 12;
 
 #[derive(Debug, Deserialize)]
 struct Expect {
@@ -194,7 +194,7 @@ fn differences(expect: &Expect, got: &BTreeMap<(String, String), RunVerdict>) ->
                 continue;
             };
             if let Some(step) = job.step {
-                let want = (step, job.iteration, job.attempt.unwrap_or(1));
+                let want = Some((step, job.iteration, job.attempt.unwrap_or(1)));
                 diff(
                     &mut diffs,
                     format!("{j} step/iteration/attempt"),
@@ -203,14 +203,18 @@ fn differences(expect: &Expect, got: &BTreeMap<(String, String), RunVerdict>) ->
                 );
             }
             let outcome = have.collect_outcome.map(|o| o.as_str().to_owned());
-            let collected =
-                matches!(have.collect_outcome, Some(CollectOutcome::Succeeded | CollectOutcome::Failed));
-            diff(&mut diffs, format!("{j} collected"), job.collected.to_string(), collected.to_string());
-            // A Job found missing before it ever finished has no collection span; its deletion before
-            // collection is the verdict.
+            // A Job found missing before it ever finished has no collection span; the write that found it gone
+            // shows as its deletion before collection.
             let missing_unfinished = job.collect_outcome.as_deref() == Some("missing")
                 && outcome.is_none()
                 && have.gone.is_some_and(|g| g.1);
+            // Collected: a status write consumed the Job (read its result, or found it gone); not a timeout.
+            let collected = missing_unfinished
+                || matches!(
+                    have.collect_outcome,
+                    Some(CollectOutcome::Succeeded | CollectOutcome::Failed | CollectOutcome::Missing)
+                );
+            diff(&mut diffs, format!("{j} collected"), job.collected.to_string(), collected.to_string());
             if !missing_unfinished {
                 diff(
                     &mut diffs,

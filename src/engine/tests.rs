@@ -797,7 +797,7 @@ fn step_job(run: &AgentRun, uid: &str, index: u32, attempt: u32, created: f64) -
     job
 }
 
-/// `Job missing; retrying` stays on the step after the retry (merge patch): the next attempt that succeeds is
+/// `Job missing; retrying` stays on the step after the retry (the controller copies it forward): the next attempt that succeeds is
 /// collected, not missing, and its TTL deletion is not a deletion before collection.
 #[test]
 fn sticky_job_missing_message_does_not_mark_the_next_attempt_missing() {
@@ -1005,4 +1005,37 @@ fn retention_deletes_the_collected_job_with_its_run() {
         }
         ref other => panic!("{other:?}"),
     }
+}
+
+/// The gauges are kept up to date as objects change; at every second of a demo they equal what walking every
+/// tracked object gives.
+#[test]
+fn incremental_gauges_equal_a_full_walk_at_every_tick() {
+    use crate::source::demo::{DemoConfig, Simulator};
+    let mut sim = Simulator::new(DemoConfig {
+        runs: Some(60),
+        seed: 11,
+        arrival_secs: 5.0,
+        start: Ts(1_787_227_200_000),
+    });
+    let mut h =
+        Harness::with(TrackerConfig { settle_ms: 5_000, ttl_grace_ms: 20_000, ..TrackerConfig::default() });
+    let mut checked = 0;
+    let mut next_tick = Ts(1_787_227_200_000);
+    while let Some(at) = sim.next_at() {
+        while next_tick < at {
+            h.tracker.tick(next_tick);
+            let live = h.tracker.gauges(next_tick);
+            assert_eq!(live.namespaces, h.tracker.gauges_by_walking(next_tick), "at {next_tick}");
+            checked +=
+                live.namespaces.values().map(|g| g.awaiting_collection + g.jobs_without_ttl).sum::<u64>();
+            next_tick = next_tick.add_millis(1000);
+        }
+        for obs in sim.step() {
+            if let Some(input) = upstream::input(&obs, &h.upstream) {
+                h.tracker.apply(input);
+            }
+        }
+    }
+    assert!(checked > 0, "the demo had Jobs awaiting collection or without TTL at some tick");
 }

@@ -2,14 +2,18 @@
 //! follow the OTel style (dots, unit in the unit field) so that both paths end up with the Prometheus names in
 //! docs/telemetry.md.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use opentelemetry::{
     KeyValue,
     metrics::{Counter, Histogram, Meter},
 };
 
-use super::spans::SpanStats;
+use super::spans::{DropReason, ExportFailure, SpanStats};
 use crate::engine::{
     Emitted, Fact, Kind, LiveGauges,
     facts::{CollectOutcome, DeletionCause, Phase, Runtime, TtlApplied},
@@ -26,6 +30,87 @@ pub const MARGIN_BUCKETS: [f64; 21] = [
     -86400.0, -3600.0, -600.0, -60.0, -10.0, 0.0, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
     1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
 ];
+
+/// The most series one namespace adds to a metric: `runtime` (2) × `outcome` (3) on
+/// `agentrun_runs_total`, `agentrun_job_collection_delay_seconds` and `agentrun_job_phase_duration_seconds`
+/// (× `phase`). The cardinality limit is this times the namespaces configured.
+pub const SERIES_PER_NAMESPACE: usize = 6;
+/// The SDK's limit when no view sets one.
+pub const SDK_DEFAULT_CARDINALITY_LIMIT: usize = 2000;
+
+const COLLECTION_DELAY: &str = "agentrun.job.collection_delay";
+const TTL_MARGIN: &str = "agentrun.job.ttl_margin";
+const TTL_MARGIN_EXCEEDED: &str = "agentrun.job.ttl_margin_exceeded";
+const DELETED_BEFORE_COLLECTION: &str = "agentrun.job.deleted_before_collection";
+const DELETED_WITH_RUN: &str = "agentrun.job.deleted_with_run";
+const JOB_MISSING: &str = "agentrun.job.missing";
+const TTL_DELETION_LAG: &str = "agentrun.job.ttl_deletion_lag";
+const PHASE_DURATION: &str = "agentrun.job.phase_duration";
+const RUNS: &str = "agentrun.runs";
+const AWAITING: &str = "agentrun.job.awaiting_collection";
+const AWAITING_MAX_AGE: &str = "agentrun.job.awaiting_collection.max_age";
+const MARGIN_REMAINING: &str = "agentrun.job.ttl_margin.remaining";
+const JOB_TTL: &str = "agentrun.job.ttl";
+const RETENTION: &str = "agentrun.retention";
+const WITHOUT_TTL: &str = "agentrun.jobs_without_ttl";
+
+/// The metrics whose series grow with namespaces: the ones the cardinality limit is about.
+pub const NAMESPACED: [&str; 15] = [
+    COLLECTION_DELAY,
+    TTL_MARGIN,
+    TTL_MARGIN_EXCEEDED,
+    DELETED_BEFORE_COLLECTION,
+    DELETED_WITH_RUN,
+    JOB_MISSING,
+    TTL_DELETION_LAG,
+    PHASE_DURATION,
+    RUNS,
+    AWAITING,
+    AWAITING_MAX_AGE,
+    MARGIN_REMAINING,
+    JOB_TTL,
+    RETENTION,
+    WITHOUT_TTL,
+];
+
+/// Counts the distinct attribute sets of each namespaced metric, as the SDK does, to tell when one passes
+/// the cardinality limit: the SDK then folds the excess into an `otel_metric_overflow` series silently.
+/// Synchronous instruments keep their series for the process' life (cumulative); an observable gauge has
+/// the series of its last callback.
+struct SeriesCount {
+    limit: usize,
+    sets: Mutex<HashMap<&'static str, HashSet<u64>>>,
+    observed: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl SeriesCount {
+    fn new(limit: usize) -> Self {
+        SeriesCount { limit, sets: Mutex::default(), observed: Mutex::default() }
+    }
+
+    fn note(&self, metric: &'static str, attrs: &[KeyValue]) {
+        let mut h = DefaultHasher::new();
+        for kv in attrs {
+            kv.key.as_str().hash(&mut h);
+            kv.value.as_str().hash(&mut h);
+        }
+        if let Ok(mut sets) = self.sets.lock() {
+            sets.entry(metric).or_default().insert(h.finish());
+        }
+    }
+
+    fn observed(&self, metric: &'static str, series: usize) {
+        if let Ok(mut o) = self.observed.lock() {
+            o.insert(metric, series);
+        }
+    }
+
+    fn series(&self, metric: &str) -> usize {
+        let sync = self.sets.lock().ok().and_then(|s| s.get(metric).map(HashSet::len)).unwrap_or(0);
+        let observed = self.observed.lock().ok().and_then(|o| o.get(metric).copied()).unwrap_or(0);
+        sync.max(observed)
+    }
+}
 
 /// What the sources report about their watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +155,7 @@ pub struct LifecycleMetrics {
     watch_events: Counter<u64>,
     watch_errors: Counter<u64>,
     live: Arc<Mutex<LiveGauges>>,
+    series: Arc<SeriesCount>,
 }
 
 fn ns_runtime(namespace: &str, runtime: Runtime) -> [KeyValue; 2] {
@@ -77,8 +163,15 @@ fn ns_runtime(namespace: &str, runtime: Runtime) -> [KeyValue; 2] {
 }
 
 impl LifecycleMetrics {
+    /// With the SDK's default cardinality limit (a meter provider without a cardinality view).
     pub fn new(meter: &Meter, spans: Arc<SpanStats>) -> Self {
+        Self::with_series_limit(meter, spans, SDK_DEFAULT_CARDINALITY_LIMIT)
+    }
+
+    /// `limit`: the cardinality limit the meter provider applies (its view), for the overflow self-metric.
+    pub fn with_series_limit(meter: &Meter, spans: Arc<SpanStats>, limit: usize) -> Self {
         let live: Arc<Mutex<LiveGauges>> = Arc::default();
+        let series = Arc::new(SeriesCount::new(limit));
         let hist = |name: &'static str, desc: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(name)
@@ -92,48 +185,47 @@ impl LifecycleMetrics {
         };
         let metrics = LifecycleMetrics {
             collection_delay: hist(
-                "agentrun.job.collection_delay",
+                COLLECTION_DELAY,
                 "Job finished to the AgentRun/step status write that consumed it",
                 &DURATION_BUCKETS,
             ),
-            ttl_margin: hist("agentrun.job.ttl_margin", "Job TTL minus collection delay", &MARGIN_BUCKETS),
+            ttl_margin: hist(TTL_MARGIN, "Job TTL minus collection delay", &MARGIN_BUCKETS),
             ttl_margin_exceeded: counter(
-                "agentrun.job.ttl_margin_exceeded",
+                TTL_MARGIN_EXCEEDED,
                 "{job}",
                 "Jobs whose TTL margin was below zero",
             ),
             deleted_before_collection: counter(
-                "agentrun.job.deleted_before_collection",
+                DELETED_BEFORE_COLLECTION,
                 "{job}",
                 "Jobs that disappeared before their status was collected",
             ),
             deleted_with_run: counter(
-                "agentrun.job.deleted_with_run",
+                DELETED_WITH_RUN,
                 "{job}",
                 "Jobs deleted because their AgentRun was deleted (reason cancel: it was running; retention: it had finished)",
             ),
-            job_missing: counter(
-                "agentrun.job.missing",
-                "{run}",
-                "Runs that ended JobMissing or WorkflowJobMissing",
-            ),
-            ttl_deletion_lag: hist(
-                "agentrun.job.ttl_deletion_lag",
-                "TTL expiry to the Job's deletion",
-                &DURATION_BUCKETS,
-            ),
-            phase_duration: hist(
-                "agentrun.job.phase_duration",
-                "Duration of a Job's phases",
-                &DURATION_BUCKETS,
-            ),
-            runs: counter("agentrun.runs", "{run}", "Runs that reached a terminal phase"),
+            job_missing: counter(JOB_MISSING, "{run}", "Runs that ended JobMissing or WorkflowJobMissing"),
+            ttl_deletion_lag: hist(TTL_DELETION_LAG, "TTL expiry to the Job's deletion", &DURATION_BUCKETS),
+            phase_duration: hist(PHASE_DURATION, "Duration of a Job's phases", &DURATION_BUCKETS),
+            runs: counter(RUNS, "{run}", "Runs that reached a terminal phase"),
             watch_events: counter("agentrun.exporter.watch_events", "{event}", "Watch events applied"),
             watch_errors: counter("agentrun.exporter.watch_errors", "{error}", "Failed list/watch calls"),
             live: live.clone(),
+            series: series.clone(),
         };
-        register_gauges(meter, live, spans);
+        register_gauges(meter, live, spans, series);
         metrics
+    }
+
+    fn add(&self, counter: &Counter<u64>, name: &'static str, value: u64, attrs: &[KeyValue]) {
+        self.series.note(name, attrs);
+        counter.add(value, attrs);
+    }
+
+    fn observe(&self, hist: &Histogram<f64>, name: &'static str, value: f64, attrs: &[KeyValue]) {
+        self.series.note(name, attrs);
+        hist.record(value, attrs);
     }
 
     pub fn record(&self, e: &Emitted) {
@@ -152,21 +244,26 @@ impl LifecycleMetrics {
                 }
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("phase", phase.as_str())];
-                self.phase_duration.record(end.at.secs_since(start.at), &attrs);
+                self.observe(&self.phase_duration, PHASE_DURATION, end.at.secs_since(start.at), &attrs);
             }
             // An abandoned Job was never read: there is no collection delay to record.
             Fact::JobCollected { outcome: CollectOutcome::Abandoned, .. } => {}
             Fact::JobCollected { run, finished, collected, outcome, .. } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("outcome", outcome.as_str())];
-                self.collection_delay.record(collected.at.secs_since(finished.at), &attrs);
+                self.observe(
+                    &self.collection_delay,
+                    COLLECTION_DELAY,
+                    collected.at.secs_since(finished.at),
+                    &attrs,
+                );
             }
             Fact::TtlMargin { run, ttl, margin_seconds, exceeded, .. } => {
                 let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                 let attrs = [ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())];
-                self.ttl_margin.record(*margin_seconds, &attrs);
+                self.observe(&self.ttl_margin, TTL_MARGIN, *margin_seconds, &attrs);
                 if *exceeded {
-                    self.ttl_margin_exceeded.add(1, &attrs);
+                    self.add(&self.ttl_margin_exceeded, TTL_MARGIN_EXCEEDED, 1, &attrs);
                 }
             }
             Fact::JobGone {
@@ -183,32 +280,47 @@ impl LifecycleMetrics {
                 if *cause == DeletionCause::WithRun {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
                     let reason = if *run_finished { "retention" } else { "cancel" };
-                    self.deleted_with_run.add(1, &[ns, rt, KeyValue::new("reason", reason)]);
+                    self.add(
+                        &self.deleted_with_run,
+                        DELETED_WITH_RUN,
+                        1,
+                        &[ns, rt, KeyValue::new("reason", reason)],
+                    );
                 } else if *before_collection {
-                    self.deleted_before_collection.add(1, &ns_runtime(&run.namespace, run.runtime));
+                    self.add(
+                        &self.deleted_before_collection,
+                        DELETED_BEFORE_COLLECTION,
+                        1,
+                        &ns_runtime(&run.namespace, run.runtime),
+                    );
                 }
                 let by_ttl = *cause == DeletionCause::Ttl;
                 if let (Some(ttl), true) = (ttl, *exceeded) {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.ttl_margin_exceeded
-                        .add(1, &[ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())]);
+                    let attrs = [ns, rt, KeyValue::new("ttl_applied", ttl.applied.as_str())];
+                    self.add(&self.ttl_margin_exceeded, TTL_MARGIN_EXCEEDED, 1, &attrs);
                 }
                 if let (true, Some(fin), Some(ttl)) = (by_ttl, finished, ttl) {
                     let lag = deleted.at.secs_since(fin.at.add_secs(ttl.seconds)).max(0.0);
-                    self.ttl_deletion_lag
-                        .record(lag, &[KeyValue::new("namespace", run.namespace.to_string())]);
+                    let attrs = [KeyValue::new("namespace", run.namespace.to_string())];
+                    self.observe(&self.ttl_deletion_lag, TTL_DELETION_LAG, lag, &attrs);
                 }
             }
             Fact::RunFinished { run, outcome, reason, .. } => {
                 if let Some(o) = outcome {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.runs.add(1, &[ns, rt, KeyValue::new("outcome", o.as_str())]);
+                    self.add(&self.runs, RUNS, 1, &[ns, rt, KeyValue::new("outcome", o.as_str())]);
                 }
                 if let Some(r) =
                     reason.as_deref().filter(|r| *r == "JobMissing" || *r == "WorkflowJobMissing")
                 {
                     let [ns, rt] = ns_runtime(&run.namespace, run.runtime);
-                    self.job_missing.add(1, &[ns, rt, KeyValue::new("reason", r.to_string())]);
+                    self.add(
+                        &self.job_missing,
+                        JOB_MISSING,
+                        1,
+                        &[ns, rt, KeyValue::new("reason", r.to_string())],
+                    );
                 }
             }
             Fact::PodRan { .. }
@@ -222,21 +334,27 @@ impl LifecycleMetrics {
     /// increase that `increase()` and `rate()` can see.
     fn zero_series(&self, namespace: &str, runtime: Runtime) {
         let [ns, rt] = ns_runtime(namespace, runtime);
-        self.deleted_before_collection.add(0, &[ns.clone(), rt.clone()]);
+        self.add(&self.deleted_before_collection, DELETED_BEFORE_COLLECTION, 0, &[ns.clone(), rt.clone()]);
         for reason in ["cancel", "retention"] {
-            self.deleted_with_run.add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
+            let attrs = [ns.clone(), rt.clone(), KeyValue::new("reason", reason)];
+            self.add(&self.deleted_with_run, DELETED_WITH_RUN, 0, &attrs);
         }
         let reason = match runtime {
             Runtime::Job => "JobMissing",
             Runtime::Workflow => "WorkflowJobMissing",
         };
-        self.job_missing.add(0, &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)]);
+        self.add(
+            &self.job_missing,
+            JOB_MISSING,
+            0,
+            &[ns.clone(), rt.clone(), KeyValue::new("reason", reason)],
+        );
         for applied in [TtlApplied::AtCreation, TtlApplied::AfterCollection] {
-            self.ttl_margin_exceeded
-                .add(0, &[ns.clone(), rt.clone(), KeyValue::new("ttl_applied", applied.as_str())]);
+            let attrs = [ns.clone(), rt.clone(), KeyValue::new("ttl_applied", applied.as_str())];
+            self.add(&self.ttl_margin_exceeded, TTL_MARGIN_EXCEEDED, 0, &attrs);
         }
         for outcome in ["succeeded", "failed", "cancelled"] {
-            self.runs.add(0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
+            self.add(&self.runs, RUNS, 0, &[ns.clone(), rt.clone(), KeyValue::new("outcome", outcome)]);
         }
     }
 
@@ -273,6 +391,7 @@ fn min_max_gauge(
     name: &'static str,
     description: &'static str,
     live: Arc<Mutex<LiveGauges>>,
+    series: Arc<SeriesCount>,
     pick: fn(&NamespaceGauges) -> Option<(i64, i64)>,
 ) {
     meter
@@ -281,79 +400,90 @@ fn min_max_gauge(
         .with_description(description)
         .with_callback(move |o| {
             if let Ok(g) = live.lock() {
-                for (n, v) in &g.namespaces {
+                let mut n = 0;
+                for (ns, v) in &g.namespaces {
                     if let Some((lo, hi)) = pick(v) {
-                        let ns = KeyValue::new("namespace", n.to_string());
+                        let ns = KeyValue::new("namespace", ns.to_string());
                         o.observe(lo, &[ns.clone(), KeyValue::new("stat", "min")]);
                         o.observe(hi, &[ns, KeyValue::new("stat", "max")]);
+                        n += 2;
                     }
                 }
+                series.observed(name, n);
             }
         })
         .build();
 }
 
-fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanStats>) {
-    fn each<F>(live: &Arc<Mutex<LiveGauges>>, f: F)
-    where
-        F: FnOnce(&LiveGauges),
-    {
+/// A gauge with one series per namespace.
+fn namespace_gauge<T: Copy + Send + Sync + 'static>(
+    live: Arc<Mutex<LiveGauges>>,
+    series: Arc<SeriesCount>,
+    name: &'static str,
+    pick: fn(&NamespaceGauges) -> Option<T>,
+) -> impl Fn(&dyn opentelemetry::metrics::AsyncInstrument<T>) + Send + Sync + 'static {
+    move |o| {
         if let Ok(g) = live.lock() {
-            f(&g);
+            let mut n = 0;
+            for (ns, v) in &g.namespaces {
+                if let Some(value) = pick(v) {
+                    o.observe(value, &[KeyValue::new("namespace", ns.to_string())]);
+                    n += 1;
+                }
+            }
+            series.observed(name, n);
         }
     }
-    let ns = |n: &str| KeyValue::new("namespace", n.to_string());
-    let l = live.clone();
+}
+
+fn register_gauges(
+    meter: &Meter,
+    live: Arc<Mutex<LiveGauges>>,
+    spans: Arc<SpanStats>,
+    series: Arc<SeriesCount>,
+) {
     meter
-        .u64_observable_gauge("agentrun.job.awaiting_collection")
+        .u64_observable_gauge(AWAITING)
         .with_unit("{job}")
         .with_description("Finished Jobs whose status was not collected yet")
-        .with_callback(move |o| {
-            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection, &[ns(n)])))
-        })
+        .with_callback(namespace_gauge(live.clone(), series.clone(), AWAITING, |v| {
+            Some(v.awaiting_collection)
+        }))
         .build();
-    let l = live.clone();
     meter
-        .f64_observable_gauge("agentrun.job.awaiting_collection.max_age")
+        .f64_observable_gauge(AWAITING_MAX_AGE)
         .with_unit("s")
         .with_description("Age of the oldest finished Job awaiting collection")
-        .with_callback(move |o| {
-            each(&l, |g| {
-                g.namespaces.iter().for_each(|(n, v)| o.observe(v.awaiting_collection_max_age, &[ns(n)]))
-            })
-        })
+        .with_callback(namespace_gauge(live.clone(), series.clone(), AWAITING_MAX_AGE, |v| {
+            Some(v.awaiting_collection_max_age)
+        }))
         .build();
-    let l = live.clone();
     meter
-        .f64_observable_gauge("agentrun.job.ttl_margin.remaining")
+        .f64_observable_gauge(MARGIN_REMAINING)
         .with_unit("s")
         .with_description("Smallest finish + TTL - now over finished, uncollected Jobs")
-        .with_callback(move |o| {
-            each(&l, |g| {
-                for (n, v) in &g.namespaces {
-                    if let Some(r) = v.ttl_margin_remaining {
-                        o.observe(r, &[ns(n)]);
-                    }
-                }
-            })
-        })
+        .with_callback(namespace_gauge(live.clone(), series.clone(), MARGIN_REMAINING, |v| {
+            v.ttl_margin_remaining
+        }))
         .build();
-    min_max_gauge(meter, "agentrun.job.ttl", "Job TTL in force over live Jobs", live.clone(), |v| v.job_ttl);
+    min_max_gauge(meter, JOB_TTL, "Job TTL in force over live Jobs", live.clone(), series.clone(), |v| {
+        v.job_ttl
+    });
     min_max_gauge(
         meter,
-        "agentrun.retention",
+        RETENTION,
         "AgentRun retention in force over live AgentRuns",
         live.clone(),
+        series.clone(),
         |v| v.retention,
     );
-    let l = live.clone();
     meter
-        .u64_observable_gauge("agentrun.jobs_without_ttl")
+        .u64_observable_gauge(WITHOUT_TTL)
         .with_unit("{job}")
         .with_description("Collected Jobs that still have no TTL after the grace period")
-        .with_callback(move |o| {
-            each(&l, |g| g.namespaces.iter().for_each(|(n, v)| o.observe(v.jobs_without_ttl, &[ns(n)])))
-        })
+        .with_callback(namespace_gauge(live.clone(), series.clone(), WITHOUT_TTL, |v| {
+            Some(v.jobs_without_ttl)
+        }))
         .build();
     let l = live;
     meter
@@ -361,11 +491,11 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_unit("{object}")
         .with_description("Objects held in memory")
         .with_callback(move |o| {
-            each(&l, |g| {
+            if let Ok(g) = l.lock() {
                 o.observe(g.tracked_runs as u64, &[KeyValue::new("resource", Kind::AgentRun.resource())]);
                 o.observe(g.tracked_jobs as u64, &[KeyValue::new("resource", Kind::Job.resource())]);
                 o.observe(g.tracked_pods as u64, &[KeyValue::new("resource", Kind::Pod.resource())]);
-            })
+            }
         })
         .build();
     let s = spans.clone();
@@ -375,16 +505,170 @@ fn register_gauges(meter: &Meter, live: Arc<Mutex<LiveGauges>>, spans: Arc<SpanS
         .with_description("Spans the exporter accepted")
         .with_callback(move |o| o.observe(s.exported.load(Ordering::Relaxed), &[]))
         .build();
-    let s = spans;
+    let s = spans.clone();
     meter
         .u64_observable_counter("agentrun.exporter.spans_dropped")
         .with_unit("{span}")
-        .with_description("Spans lost: export failed after retries, or the queue was full")
-        .with_callback(move |o| o.observe(s.dropped.load(Ordering::Relaxed), &[]))
+        .with_description("Spans lost, by reason: queue_full, evicted, expired, shutdown, rejected")
+        .with_callback(move |o| {
+            for r in DropReason::ALL {
+                o.observe(s.dropped(r), &[KeyValue::new("reason", r.as_str())]);
+            }
+        })
+        .build();
+    let s = spans.clone();
+    meter
+        .u64_observable_counter("agentrun.exporter.span_export_failures")
+        .with_unit("{attempt}")
+        .with_description("Failed span export attempts (the spans are kept and retried), by reason")
+        .with_callback(move |o| {
+            for r in ExportFailure::ALL {
+                o.observe(s.export_failures(r), &[KeyValue::new("reason", r.as_str())]);
+            }
+        })
+        .build();
+    let s = spans.clone();
+    meter
+        .u64_observable_gauge("agentrun.exporter.span_buffer.spans")
+        .with_unit("{span}")
+        .with_description("Spans held for export (retried while the backend is unreachable)")
+        .with_callback(move |o| o.observe(s.buffer_spans.load(Ordering::Relaxed), &[]))
+        .build();
+    let s = spans;
+    meter
+        .u64_observable_gauge("agentrun.exporter.span_buffer.size")
+        .with_unit("By")
+        .with_description("Estimated memory of the spans held for export")
+        .with_callback(move |o| o.observe(s.buffer_bytes.load(Ordering::Relaxed), &[]))
+        .build();
+    let c = series.clone();
+    meter
+        .u64_observable_gauge("agentrun.exporter.metric_series")
+        .with_unit("{series}")
+        .with_description("Series of each namespaced metric")
+        .with_callback(move |o| {
+            for m in NAMESPACED {
+                o.observe(c.series(m) as u64, &[KeyValue::new("metric", m)]);
+            }
+        })
+        .build();
+    let c = series;
+    meter
+        .u64_observable_gauge("agentrun.exporter.metric_overflow")
+        .with_description("1 when a metric has more series than the cardinality limit (the excess is merged)")
+        .with_callback(move |o| {
+            for m in NAMESPACED {
+                o.observe(u64::from(c.series(m) > c.limit), &[KeyValue::new("metric", m)]);
+            }
+        })
         .build();
     meter
         .u64_observable_gauge("agentrun.exporter.build_info")
         .with_description("The running version")
         .with_callback(|o| o.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))]))
         .build();
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    use super::*;
+    use crate::telemetry::{Settings, cardinality_view};
+
+    /// The metrics as `telemetry::init` builds them, read through the Prometheus registry.
+    fn metrics(settings: &Settings) -> (LifecycleMetrics, prometheus::Registry, SdkMeterProvider) {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .unwrap();
+        let limit = settings.cardinality_limit();
+        let provider =
+            SdkMeterProvider::builder().with_reader(reader).with_view(cardinality_view(limit)).build();
+        let m = LifecycleMetrics::with_series_limit(
+            &provider.meter("test"),
+            Arc::new(SpanStats::default()),
+            limit,
+        );
+        (m, registry, provider)
+    }
+
+    fn namespaces(m: &LifecycleMetrics, n: usize) {
+        for i in 0..n {
+            for runtime in [Runtime::Job, Runtime::Workflow] {
+                let namespace: Arc<str> = format!("team-{i:04}").into();
+                m.record(&Emitted {
+                    fact: Fact::SeriesSeen { namespace, runtime },
+                    counted: true,
+                    exported: true,
+                });
+            }
+        }
+    }
+
+    /// (series of `agentrun_runs_total`, whether it has an overflow series, the self-metric's value for it)
+    fn read(registry: &prometheus::Registry) -> (usize, bool, Option<f64>, Option<f64>) {
+        let families = registry.gather();
+        let family =
+            |name: &str| families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("{name}"));
+        let runs = family("agentrun_runs_total");
+        let overflowed = runs
+            .get_metric()
+            .iter()
+            .any(|m| m.get_label().iter().any(|l| l.name() == "otel_metric_overflow" && l.value() == "true"));
+        let of_runs = |f: &prometheus::proto::MetricFamily| {
+            f.get_metric()
+                .iter()
+                .find(|m| m.get_label().iter().any(|l| l.name() == "metric" && l.value() == "agentrun.runs"))
+                .map(|m| m.get_gauge().get_value())
+        };
+        (
+            runs.get_metric().len(),
+            overflowed,
+            of_runs(family("agentrun_exporter_metric_overflow")),
+            of_runs(family("agentrun_exporter_metric_series")),
+        )
+    }
+
+    #[test]
+    fn the_widest_metric_has_series_per_namespace_series_for_one_namespace() {
+        let (m, _registry, _provider) = metrics(&Settings::default());
+        namespaces(&m, 1);
+        let widest = NAMESPACED.iter().map(|n| m.series.series(n)).max();
+        assert_eq!(widest, Some(SERIES_PER_NAMESPACE));
+    }
+
+    /// Past ~333 namespaces (6 series each), the SDK's default of 2,000 series folded `agentrun_runs_total`
+    /// into one overflow series; the default limit now holds 1,000 namespaces.
+    #[test]
+    fn a_thousand_namespaces_do_not_overflow_with_the_default_limit() {
+        let (m, registry, _provider) = metrics(&Settings::default());
+        namespaces(&m, 1000);
+        let (series, overflowed, overflow, count) = read(&registry);
+        assert!(!overflowed, "agentrun_runs_total has an otel_metric_overflow series");
+        assert_eq!(series, 6000);
+        assert_eq!(overflow, Some(0.0));
+        assert_eq!(count, Some(6000.0));
+        let text = crate::telemetry::Telemetry::render_metrics(&registry);
+        assert!(!text.contains("otel_metric_overflow"), "no metric overflows");
+    }
+
+    /// The self-metric agrees with the SDK exactly: at the limit nothing overflows, one namespace more
+    /// and both show it.
+    #[test]
+    fn overflow_shows_in_the_self_metric_when_the_limit_is_passed() {
+        let settings = Settings { max_namespaces: 10, ..Settings::default() };
+        let (m, registry, _provider) = metrics(&settings);
+        namespaces(&m, 10);
+        let (series, overflowed, overflow, _) = read(&registry);
+        assert_eq!((series, overflowed, overflow), (60, false, Some(0.0)));
+        namespaces(&m, 11);
+        let (_, overflowed, overflow, count) = read(&registry);
+        assert!(overflowed, "the SDK folded the 11th namespace into otel_metric_overflow");
+        assert_eq!(overflow, Some(1.0));
+        assert_eq!(count, Some(66.0));
+    }
 }

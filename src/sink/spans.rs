@@ -17,8 +17,10 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{
     error::OTelSdkResult,
-    trace::{SpanData, SpanEvents, SpanExporter, SpanLinks, SpanProcessor},
+    trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor},
 };
+
+use super::buffer::BufferedExporter;
 
 use crate::engine::{
     Emitted, Fact, Stamp, TimeSource, Ts,
@@ -389,56 +391,103 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
     vec![draft.build(scope)]
 }
 
-/// Counts of spans handed over, accepted by the backend, and lost.
+/// Why a span was lost (the `reason` label of `agentrun_exporter_spans_dropped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The batch processor's queue was full (more than its capacity waiting for the buffer).
+    QueueFull,
+    /// The retry buffer was full: the oldest spans made room for new ones.
+    Evicted,
+    /// Not delivered within the buffer's maximum age.
+    Expired,
+    /// Still held when shutdown's flush ran out of time.
+    Shutdown,
+    /// Refused by the backend for its content (gRPC `InvalidArgument`, HTTP 400 or 413): not retried.
+    Rejected,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::Evicted,
+        DropReason::Expired,
+        DropReason::Shutdown,
+        DropReason::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Evicted => "evicted",
+            DropReason::Expired => "expired",
+            DropReason::Shutdown => "shutdown",
+            DropReason::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why an export attempt failed (the spans stay in the buffer and are retried).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFailure {
+    /// No answer within the attempt timeout.
+    Timeout,
+    /// Refused, unreachable, or an error status.
+    Error,
+}
+
+impl ExportFailure {
+    pub const ALL: [ExportFailure; 2] = [ExportFailure::Timeout, ExportFailure::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFailure::Timeout => "timeout",
+            ExportFailure::Error => "error",
+        }
+    }
+}
+
+/// Counts of spans handed over, accepted by the backend, and lost. Once shutdown returned,
+/// `submitted = exported + dropped` (with an exporter configured).
 #[derive(Debug, Default)]
 pub struct SpanStats {
     pub submitted: AtomicU64,
+    /// Handed by the batch processor to the retry buffer.
+    pub buffered: AtomicU64,
     pub exported: AtomicU64,
+    /// All reasons together.
     pub dropped: AtomicU64,
+    dropped_by: [AtomicU64; 5],
+    failures: [AtomicU64; 2],
+    /// Held by the retry buffer now.
+    pub buffer_spans: AtomicU64,
+    pub buffer_bytes: AtomicU64,
 }
 
-/// Wraps an exporter to count what it accepted and what it lost.
-#[derive(Debug)]
-pub struct CountingExporter<E> {
-    inner: E,
-    stats: Arc<SpanStats>,
-}
-
-impl<E> CountingExporter<E> {
-    pub fn new(inner: E, stats: Arc<SpanStats>) -> Self {
-        CountingExporter { inner, stats }
-    }
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        match &result {
-            Ok(()) => self.stats.exported.fetch_add(n, Ordering::Relaxed),
-            Err(_) => self.stats.dropped.fetch_add(n, Ordering::Relaxed),
-        };
-        result
+impl SpanStats {
+    pub fn drop_spans(&self, reason: DropReason, n: u64) {
+        self.dropped_by[reason as usize].fetch_add(n, Ordering::Relaxed);
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped_by[reason as usize].load(Ordering::Relaxed)
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+    pub fn export_failure(&self, why: ExportFailure) {
+        self.failures[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
+    pub fn export_failures(&self, why: ExportFailure) -> u64 {
+        self.failures[why as usize].load(Ordering::Relaxed)
     }
 }
 
 /// Where finished spans go.
 pub enum SpanOutput {
-    /// A batch processor over an exporter; `capacity` is its queue size.
+    /// A batch processor over the retry buffer; `capacity` is the processor's queue size.
     Processor {
         processor: Box<dyn SpanProcessor>,
+        buffer: BufferedExporter,
         capacity: u64,
     },
     /// The compact console view of finished traces.
@@ -474,17 +523,22 @@ impl SpanSink {
         }
     }
 
+    /// Spans handed to the processor and not yet taken by the retry buffer.
+    fn in_processor(stats: &SpanStats) -> u64 {
+        stats.submitted.load(Ordering::Relaxed)
+            - stats.buffered.load(Ordering::Relaxed)
+            - stats.dropped(DropReason::QueueFull)
+    }
+
     fn submit(&mut self, span: SpanData) {
         let stats = &self.stats;
         match &mut self.output {
-            SpanOutput::Processor { processor, capacity } => {
+            SpanOutput::Processor { processor, capacity, .. } => {
                 // The batch processor drops silently when its queue is full; refuse (and count) before that.
-                let in_flight = stats.submitted.load(Ordering::Relaxed)
-                    - stats.exported.load(Ordering::Relaxed)
-                    - stats.dropped.load(Ordering::Relaxed);
+                let queued = Self::in_processor(stats);
                 stats.submitted.fetch_add(1, Ordering::Relaxed);
-                if in_flight >= *capacity {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if queued >= *capacity {
+                    stats.drop_spans(DropReason::QueueFull, 1);
                     return;
                 }
                 processor.on_end(span);
@@ -498,12 +552,21 @@ impl SpanSink {
         }
     }
 
-    /// Exports what is queued and stops the exporter.
+    /// Hands what the processor holds to the retry buffer, sends what the buffer holds (bounded by its
+    /// shutdown timeout) and stops. Every span not exported by then is counted as dropped.
     pub fn shutdown(&mut self) -> OTelSdkResult {
         match &mut self.output {
-            SpanOutput::Processor { processor, .. } => {
-                processor.force_flush()?;
-                processor.shutdown()
+            SpanOutput::Processor { processor, buffer, .. } => {
+                let flushed = processor.force_flush();
+                buffer.close();
+                let stopped = processor.shutdown();
+                // Spans the processor never handed over (a failed flush) are lost too: count them.
+                let stuck = Self::in_processor(&self.stats);
+                if stuck > 0 {
+                    self.stats.buffered.fetch_add(stuck, Ordering::Relaxed);
+                    self.stats.drop_spans(DropReason::Shutdown, stuck);
+                }
+                flushed.and(stopped)
             }
             SpanOutput::Console(view) => {
                 view.flush_all();

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde::Serialize;
 
-use crate::engine::{Emitted, Fact, facts::Phase};
+use crate::engine::{
+    Emitted, Fact,
+    facts::{DeletionCause, Phase},
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RunSummary {
@@ -21,6 +24,7 @@ pub struct RunSummary {
     pub collection_delay_seconds: Option<f64>,
     /// The smallest TTL minus collection delay, in seconds.
     pub ttl_margin_seconds: Option<f64>,
+    /// Jobs deleted before collection, not counting those deleted with their run.
     pub deleted_before_collection: u32,
     pub job_missing: bool,
     #[serde(skip)]
@@ -57,7 +61,10 @@ impl Summary {
                 let m = *margin_seconds;
                 s.ttl_margin_seconds = Some(s.ttl_margin_seconds.map_or(m, |c| c.min(m)));
             }
-            Fact::JobGone { before_collection: true, .. } => s.deleted_before_collection += 1,
+            // Deleted with its run (a cancel, retention) is not an incident.
+            Fact::JobGone { before_collection: true, cause, .. } if *cause != DeletionCause::WithRun => {
+                s.deleted_before_collection += 1
+            }
             Fact::RunFinished { start, outcome, reason, .. } => {
                 s.created = s.created.min(start.at.0);
                 s.outcome = outcome.map(|o| o.as_str()).unwrap_or("deleted").into();

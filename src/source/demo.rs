@@ -289,7 +289,12 @@ impl Simulator {
                 let written = now.add_millis(300);
                 match &step {
                     None => upstream::submitted(&mut r.run, &job, written),
-                    Some(s) => upstream::step_running(&mut r.run, s.index, &s.name, s.attempt, &job, written),
+                    Some(s) => {
+                        if r.run.status.as_ref().is_none_or(|st| st.workflow.is_none()) {
+                            upstream::workflow_pending(&mut r.run, &STEPS);
+                        }
+                        upstream::step_running(&mut r.run, s.index, &s.name, s.attempt, &job, written)
+                    }
                 }
                 r.job = Some(job.clone());
                 r.job_gone = false;

@@ -183,6 +183,22 @@ pub fn controller_job_ttl(env_value: Option<&str>) -> i64 {
     parsed.clamp(CONTROLLER_TTL_MIN, CONTROLLER_TTL_MAX)
 }
 
+/// `AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS` as `runtime-config.ts` and `index.ts` read it: unset or
+/// blank → 30 days; otherwise `parseInt` (`"2.592e+06"` → 2), and anything not a non-negative number → 0,
+/// which disables retention (`None`).
+pub fn retention_env(value: Option<&str>) -> Option<i64> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Some(30 * 86_400),
+        Some(v) => parse_int(v).filter(|n| *n > 0),
+    }
+}
+
+/// `AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS`: `max(0, parsePositiveInt(v, 0))`; 0 keeps
+/// runs with `spec.ttlSecondsAfterFinished: 0` forever (`None`).
+pub fn zero_ttl_retention_env(value: Option<&str>) -> Option<i64> {
+    value.map(str::trim).and_then(parse_int).filter(|n| *n > 0)
+}
+
 /// JavaScript's `Number.parseInt(s, 10)`, saturated to i64.
 fn parse_int(s: &str) -> Option<i64> {
     let s = s.trim_start();
@@ -245,7 +261,7 @@ fn step_phase(phase: Option<&str>) -> StepPhase {
 
 /// What the write that put a step in `phase` did with its Job, from the message that write set.
 ///
-/// Upstream sets the message only on some transitions and merge-patches the status, so a message stays
+/// Upstream sets the message only on some transitions and copies it forward on every other write, so a message stays
 /// after the transition that wrote it: `Job missing; retrying` is still there when the next attempt
 /// succeeds. A message is therefore read only with the phase it is written with: `Retrying` and `Failed`
 /// always come with their own message; `Succeeded` never writes one.

@@ -193,6 +193,13 @@ fn step_mut<'a>(run: &'a mut AgentRun, index: u32, name: &str) -> &'a mut StepSt
     step
 }
 
+/// The workflow's first status lists every step, Pending (`workflow-reconciler.ts` writes the whole list).
+pub fn workflow_pending(run: &mut AgentRun, steps: &[&str]) {
+    for (i, name) in steps.iter().enumerate() {
+        step_mut(run, i as u32 + 1, name);
+    }
+}
+
 /// A workflow step attempt started: its Job exists and the step is Running.
 pub fn step_running(run: &mut AgentRun, index: u32, name: &str, attempt: u32, job: &Job, at: Ts) {
     {

@@ -78,7 +78,7 @@ fn retention_follows_get_agent_run_retention_decision_and_the_retain_annotation(
 #[test]
 fn step_messages_are_read_with_the_phase_they_are_written_with() {
     // workflow-reconciler.ts: a missing Job → Retrying "Job missing; retrying"; the next attempt's writes
-    // never clear the message (merge patch), so it is still there when the step succeeds.
+    // copy the message forward, so it is still there when the step succeeds.
     use StepPhase::*;
     assert_eq!(step_consumption(Retrying, Some("Job missing; retrying")), Some(Consumption::Missing));
     assert_eq!(step_consumption(Succeeded, Some("Job missing; retrying")), Some(Consumption::Collected));
@@ -169,4 +169,19 @@ fn runs_of_runtimes_without_jobs_and_templates_are_not_the_engines_business() {
     assert!(run_update(&run("custom", "Running"), false, &cfg).is_none());
     assert!(run_update(&run("job", "Template"), false, &cfg).is_none());
     assert!(run_update(&run("job", "Running"), false, &cfg).is_some());
+}
+
+#[test]
+fn retention_env_is_read_with_parse_int_like_runtime_config_ts() {
+    // Helm prints 2592000 as 2.592e+06 when it is quoted without `| int`: the controller then keeps runs 2 s.
+    assert_eq!(retention_env(None), Some(2_592_000));
+    assert_eq!(retention_env(Some(" ")), Some(2_592_000));
+    assert_eq!(retention_env(Some("604800")), Some(604_800));
+    assert_eq!(retention_env(Some("2.592e+06")), Some(2));
+    assert_eq!(retention_env(Some("0")), None, "0 disables retention");
+    assert_eq!(retention_env(Some("-5")), None, "parsePositiveInt falls back to 0");
+    assert_eq!(retention_env(Some("soon")), None);
+    assert_eq!(zero_ttl_retention_env(None), None);
+    assert_eq!(zero_ttl_retention_env(Some("604800")), Some(604_800));
+    assert_eq!(zero_ttl_retention_env(Some("x")), None);
 }

@@ -4,6 +4,8 @@
 # stops it at the end; the restart scenario stops and starts it in between.
 #   tests/e2e/exporter.sh start [grpc|http/protobuf]
 #   tests/e2e/exporter.sh stop
+#   tests/e2e/exporter.sh kill      (SIGKILL: no flush, no goodbye)
+# EXPORTER_KUBECONFIG, when set, is the kubeconfig the exporter uses (e.g. through a proxy).
 # Needs the test bed's env (TESTBED_STATE_DIR, JAEGER_OTLP_*_ENDPOINT, EXPORTER_METRICS_PORT) and
 # EXPORTER_BIN (the built binary).
 set -euo pipefail
@@ -25,6 +27,15 @@ stop() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+kill_hard() {
+  [[ -f $pidfile ]] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  rm -f "$pidfile"
+  kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+}
+
 start() {
   local protocol=${1:-grpc} endpoint
   case $protocol in
@@ -34,7 +45,8 @@ start() {
   esac
   stop
   # Jaeger takes traces only; Prometheus scrapes the metrics.
-  OTEL_EXPORTER_OTLP_ENDPOINT=$endpoint OTEL_EXPORTER_OTLP_PROTOCOL=$protocol OTEL_METRICS_EXPORTER=none \
+  KUBECONFIG=${EXPORTER_KUBECONFIG:-$KUBECONFIG} \
+    OTEL_EXPORTER_OTLP_ENDPOINT=$endpoint OTEL_EXPORTER_OTLP_PROTOCOL=$protocol OTEL_METRICS_EXPORTER=none \
     RUST_LOG=${RUST_LOG:-info} setsid "${EXPORTER_BIN:?}" watch --namespaces '*' \
     --metrics-addr "127.0.0.1:$EXPORTER_METRICS_PORT" --settle 3s --ttl-grace 20s \
     >>"$log" 2>&1 </dev/null &
@@ -55,5 +67,6 @@ start() {
 case ${1:-} in
   start) start "${2:-grpc}" ;;
   stop) stop ;;
-  *) echo "usage: $0 start [grpc|http/protobuf] | stop" >&2; exit 2 ;;
+  kill) kill_hard ;;
+  *) echo "usage: $0 start [grpc|http/protobuf] | stop | kill" >&2; exit 2 ;;
 esac

@@ -3,6 +3,8 @@
 
 pub mod fake_apiserver;
 pub mod otlp;
+pub mod outage;
+pub mod proxy;
 pub mod spans;
 pub mod standin;
 pub mod testbed;

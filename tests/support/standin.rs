@@ -151,6 +151,9 @@ impl StandIn {
         // A step that succeeded with steps left: collected in the reconcile that creates the next step's
         // Job, written in one status after that Job exists, TTL-patched after the write (as upstream does).
         let mut carried: Option<(StepRef, objects::Job)> = None;
+        if plan.runtime == Runtime::Workflow {
+            upstream::workflow_pending(&mut model, &STEP_NAMES[..plan.steps.len()]);
+        }
         'steps: for (i, attempts) in plan.steps.iter().enumerate() {
             for (n, attempt) in attempts.iter().enumerate() {
                 let step = (plan.runtime == Runtime::Workflow).then(|| StepRef {
@@ -178,7 +181,9 @@ impl StandIn {
                 }
                 self.wait_finished(&job_name).await?;
                 tokio::time::sleep(plan.collect_delay).await;
-                let Some(job) = self.jobs().get_opt(&job_name).await? else {
+                let found =
+                    Self::retry("Job read", || async { Ok(self.jobs().get_opt(&job_name).await?) }).await?;
+                let Some(job) = found else {
                     // The Job went before it was collected.
                     match &step {
                         None => upstream::job_missing(&mut model, Ts::now()),
@@ -250,7 +255,36 @@ impl StandIn {
         if let Some(t) = at_creation {
             body["spec"]["ttlSecondsAfterFinished"] = json!(t);
         }
-        Ok(self.jobs().create(&PostParams::default(), &serde_json::from_value(body)?).await?)
+        let job: Job = serde_json::from_value(body)?;
+        let name = job.metadata.name.clone().unwrap_or_default();
+        Self::retry("Job create", || async {
+            match self.jobs().create(&PostParams::default(), &job).await {
+                Ok(j) => Ok(j),
+                // A create that went through before a connection was cut.
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(self.jobs().get(&name).await?),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Retries a call through API server restarts and cut connections, as a controller's client would.
+    async fn retry<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut last = None;
+        for _ in 0..120 {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow::anyhow!("no attempt"))
+            .context(format!("{what}: gave up after 60 s")))
     }
 
     /// The current controller's TTL patch, after the status write that collected the Job.
@@ -258,7 +292,11 @@ impl StandIn {
         if let TtlStyle::AfterCollection(ttl) = ttl {
             let name = job.metadata.name.clone().unwrap_or_default();
             let patch = json!({"spec": {"ttlSecondsAfterFinished": ttl}});
-            self.jobs().patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            let params = PatchParams::default();
+            Self::retry("TTL patch", || async {
+                Ok(self.jobs().patch(&name, &params, &Patch::Merge(&patch)).await?)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -267,20 +305,26 @@ impl StandIn {
         let name = run.metadata.name.clone().unwrap_or_default();
         let patch = json!({"status": run.status});
         let params = PatchParams { field_manager: Some("agents-status".into()), ..PatchParams::default() };
-        self.runs().patch_status(&name, &params, &Patch::Merge(&patch)).await?;
+        Self::retry("status write", || async {
+            Ok(self.runs().patch_status(&name, &params, &Patch::Merge(&patch)).await?)
+        })
+        .await?;
         Ok(())
     }
 
     async fn wait_finished(&self, job: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
-            if let Some(j) = self.jobs().get_opt(job).await? {
+            // Errors (an API server restarting) are waited out like an unfinished Job.
+            if let Ok(found) = self.jobs().get_opt(job).await
+                && let Some(j) = found
+            {
                 let done = j.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
                     cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
                 });
                 if done {
                     return Ok(());
                 }
-            } else {
+            } else if let Ok(None) = self.jobs().get_opt(job).await {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -243,7 +243,16 @@ pub fn watch_jobs(client: Client, namespace: &str) -> (JobLog, tokio::task::Join
     let l = log.clone();
     let task = tokio::spawn(async move {
         let mut stream = Box::pin(watcher::watcher(api, watcher::Config::default()));
-        while let Ok(Some(event)) = stream.try_next().await {
+        loop {
+            let event = match stream.try_next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                // An API server restart or a cut connection: the watcher resumes on the next poll.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             let (job, gone) = match event {
                 watcher::Event::Apply(j) | watcher::Event::InitApply(j) => (j, false),
                 watcher::Event::Delete(j) => (j, true),

@@ -31,6 +31,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: lifecycle-exporter
 {{- end -}}
 
+{{/*
+The namespace of every namespaced object of this chart: namespaceOverride, else the release namespace (as
+charts/agents does with its own namespaceOverride).
+*/}}
+{{- define "agentrun-lifecycle-exporter.namespace" -}}
+{{- .Values.namespaceOverride | default .Release.Namespace -}}
+{{- end -}}
+
 {{- define "agentrun-lifecycle-exporter.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "agentrun-lifecycle-exporter.fullname" .) .Values.serviceAccount.name -}}
@@ -52,8 +60,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{/*
 The namespaces the exporter watches, as a list: the configured ones, else the fallback (what a parent passes),
-else the release namespace. Accepts a list or a comma-separated string. Output: JSON list.
-Args: dict "namespaces" <list|string> "fallback" <list|string|nil> "root" <context>
+else "default" (when given), else the release namespace. Accepts a list or a comma-separated string. Output: JSON
+list.
+Args: dict "namespaces" <list|string> "fallback" <list|string|nil> "default" <string|nil> "root" <context>
 */}}
 {{- define "agentrun-lifecycle-exporter.namespaces" -}}
 {{- $ns := .namespaces -}}
@@ -61,7 +70,7 @@ Args: dict "namespaces" <list|string> "fallback" <list|string|nil> "root" <conte
 {{- if kindIs "string" $ns -}}{{- $ns = splitList "," $ns -}}{{- end -}}
 {{- $out := list -}}
 {{- range $ns -}}{{- if trim . -}}{{- $out = append $out (trim .) -}}{{- end -}}{{- end -}}
-{{- if not $out -}}{{- $out = list .root.Release.Namespace -}}{{- end -}}
+{{- if not $out -}}{{- $out = list (.default | default .root.Release.Namespace) -}}{{- end -}}
 {{- toJson $out -}}
 {{- end -}}
 

@@ -217,12 +217,22 @@ groups:
       runbook_url: {{ $rb }}#agentrunexporterwatcherrors
   - alert: AgentRunExporterSpansDropped
     expr: |-
-      sum by ({{ $c }}) (increase(agentrun_exporter_spans_dropped_total[{{ $w.events }}])) > 0
+      sum by ({{ $c }}, reason) (increase(agentrun_exporter_spans_dropped_total[{{ $w.events }}])) > 0
     for: 0m
     labels:
       severity: warning{{ $extra }}
     annotations:
       summary: The AgentRun lifecycle exporter dropped spans.
-      description: '{{`{{ printf "%.0f" $value }} span(s) were lost`}} (last {{ $w.events }}): OTLP export failed after retries or the span queue was full.'
+      description: '{{`{{ printf "%.0f" $value }} span(s) were lost, reason {{ $labels.reason }}`}} (last {{ $w.events }}): the OTLP backend was unreachable for longer than the span buffer holds (evicted, expired), shutdown ran out of time, the backend rejected them, or the queue was full.'
       runbook_url: {{ $rb }}#agentrunexporterspansdropped
+  - alert: AgentRunExporterMetricOverflow
+    expr: |-
+      max by ({{ $c }}, metric) (agentrun_exporter_metric_overflow) > 0
+    for: 0m
+    labels:
+      severity: warning{{ $extra }}
+    annotations:
+      summary: A metric of the AgentRun lifecycle exporter has more series than its cardinality limit.
+      description: '{{`{{ $labels.metric }} has more series than the cardinality limit of the exporter: new namespaces are merged into one otel_metric_overflow series and their alerts cannot fire`}}; raise --max-namespaces (AGENTRUN_EXPORTER_MAX_NAMESPACES).'
+      runbook_url: {{ $rb }}#agentrunexportermetricoverflow
 {{- end -}}

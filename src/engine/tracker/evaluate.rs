@@ -43,6 +43,12 @@ impl Namespace {
         }
         self.evaluate_steps(run_uid, ctx);
         self.evaluate_root(run_uid, ctx);
+        if let Some(run) = self.runs.get(run_uid) {
+            for job_uid in run.jobs.clone() {
+                self.refresh_job_gauge(&job_uid, ctx.cfg);
+            }
+            self.refresh_run_gauge(run_uid);
+        }
         if !listing {
             self.evaluate_complete(run_uid, ctx);
         }

@@ -1,69 +1,196 @@
-//! Live gauge values, per namespace.
+//! Live gauge values, per namespace, kept up to date as objects change: each Job and run remembers what it
+//! contributes (a [`JobGauge`], its retention) and the namespace keeps ordered counts, so reading the gauges
+//! costs the number of namespaces, not the number of tracked objects, and idle time costs nothing.
 
-use super::{TrackerConfig, index::Namespace};
+use std::collections::BTreeMap;
+
+use super::{TrackerConfig, index::Namespace, state::*};
 use crate::engine::{
     ids::name_key, model::Consumption as ConsumptionKind, time::Ts, tracker::NamespaceGauges,
 };
 
-fn minmax(cur: Option<(i64, i64)>, v: i64) -> Option<(i64, i64)> {
-    Some(cur.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+/// A multiset of ordered values.
+#[derive(Debug, Default)]
+pub(super) struct Counts<K: Ord> {
+    counts: BTreeMap<K, u32>,
+    len: u64,
+}
+
+impl<K: Ord + Copy> Counts<K> {
+    fn add(&mut self, k: K) {
+        *self.counts.entry(k).or_default() += 1;
+        self.len += 1;
+    }
+
+    fn remove(&mut self, k: K) {
+        if let Some(n) = self.counts.get_mut(&k) {
+            *n -= 1;
+            self.len -= 1;
+            if *n == 0 {
+                self.counts.remove(&k);
+            }
+        }
+    }
+
+    fn replace(&mut self, old: Option<K>, new: Option<K>) {
+        if old != new {
+            old.into_iter().for_each(|k| self.remove(k));
+            new.into_iter().for_each(|k| self.add(k));
+        }
+    }
+
+    fn min_max(&self) -> Option<(K, K)> {
+        Some((*self.counts.first_key_value()?.0, *self.counts.last_key_value()?.0))
+    }
+
+    fn first(&self) -> Option<K> {
+        self.counts.first_key_value().map(|(k, _)| *k)
+    }
+
+    /// How many values lie before `k` (the jobs-without-TTL set is an anomaly, so this stays short).
+    fn count_before(&self, k: K) -> u64 {
+        self.counts.range(..k).map(|(_, n)| u64::from(*n)).sum()
+    }
+}
+
+/// The namespace's gauges, as ordered counts of what each object contributes.
+#[derive(Debug, Default)]
+pub(super) struct GaugeIndex {
+    /// Retention of live runs and of done runs kept as tombstones.
+    retention: Counts<i64>,
+    /// TTL in force of live Jobs (their own, or the one the controller will patch on).
+    job_ttl: Counts<i64>,
+    /// Finish times of finished Jobs awaiting collection.
+    awaiting: Counts<Ts>,
+    /// `finish + TTL` of those that have a TTL.
+    margin_deadline: Counts<Ts>,
+    /// When collected Jobs without a TTL start to count (collection + grace).
+    without_ttl_from: Counts<Ts>,
+    /// Jobs whose run is known.
+    jobs_with_run: u64,
+}
+
+/// What a Job contributes to its namespace's gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct JobGauge {
+    with_run: bool,
+    ttl: Option<i64>,
+    awaiting: Option<Ts>,
+    margin_deadline: Option<Ts>,
+    without_ttl_from: Option<Ts>,
+}
+
+impl GaugeIndex {
+    fn apply(&mut self, old: JobGauge, new: JobGauge) {
+        if old == new {
+            return;
+        }
+        match (old.with_run, new.with_run) {
+            (false, true) => self.jobs_with_run += 1,
+            (true, false) => self.jobs_with_run -= 1,
+            _ => {}
+        }
+        self.job_ttl.replace(old.ttl, new.ttl);
+        self.awaiting.replace(old.awaiting, new.awaiting);
+        self.margin_deadline.replace(old.margin_deadline, new.margin_deadline);
+        self.without_ttl_from.replace(old.without_ttl_from, new.without_ttl_from);
+    }
+
+    pub fn replace_retention(&mut self, old: Option<i64>, new: Option<i64>) {
+        self.retention.replace(old, new);
+    }
+
+    pub fn read(&self, cfg: &TrackerConfig, now: Ts, present: bool) -> Option<NamespaceGauges> {
+        if !(present || self.jobs_with_run > 0 || self.retention.len > 0) {
+            return None;
+        }
+        let oldest = self.awaiting.first();
+        Some(NamespaceGauges {
+            awaiting_collection: self.awaiting.len,
+            awaiting_collection_max_age: oldest.map_or(0.0, |f| now.secs_since(f).max(0.0)),
+            ttl_margin_remaining: self.margin_deadline.first().map(|d| d.secs_since(now)),
+            // With no live Job, the TTL in force is the one the next Job will get: the controller's default.
+            job_ttl: self.job_ttl.min_max().or(Some((cfg.default_job_ttl, cfg.default_job_ttl))),
+            retention: self.retention.min_max(),
+            jobs_without_ttl: self.without_ttl_from.count_before(now),
+        })
+    }
+}
+
+/// What `job` contributes, given its run.
+fn job_gauge(job: &JobTrack, run: Option<&Run>, cfg: &TrackerConfig) -> JobGauge {
+    let Some(run) = run else { return JobGauge::default() };
+    let mut g = JobGauge { with_run: true, ..JobGauge::default() };
+    if job.deletion.is_some() {
+        return g;
+    }
+    let effective_ttl = job.ttl.map(|t| t.seconds).or(run.job_ttl);
+    g.ttl = effective_ttl;
+    let Some(finish) = &job.finish else { return g };
+    match run.consumption_of(name_key(&job.info.name)) {
+        Some(c) if c.kind == ConsumptionKind::Collected && job.ttl.is_none() && run.job_ttl.is_some() => {
+            // Counted once `now - collection > grace`.
+            g.without_ttl_from = Some(c.at.at.add_millis(cfg.ttl_grace_ms));
+        }
+        Some(_) => {}
+        None if run.terminal.is_none() && !run.gone => {
+            g.awaiting = Some(finish.at);
+            g.margin_deadline = effective_ttl.map(|t| finish.at.add_secs(t));
+        }
+        None => {}
+    }
+    g
 }
 
 impl Namespace {
+    /// Brings a Job's contribution up to date (after any change to it or to its run).
+    pub fn refresh_job_gauge(&mut self, job_uid: &str, cfg: &TrackerConfig) {
+        let run = self.run_of_job(job_uid).and_then(|u| self.runs.get(&u));
+        let Some(job) = self.jobs.get(job_uid) else { return };
+        let new = job_gauge(job, run.map(|r| &**r), cfg);
+        let Some(job) = self.jobs.get_mut(job_uid) else { return };
+        let old = std::mem::replace(&mut job.gauge, new);
+        self.gauges.apply(old, new);
+    }
+
+    /// Takes a forgotten Job's contribution out.
+    pub fn drop_job_gauge(&mut self, job: &JobTrack) {
+        self.gauges.apply(job.gauge, JobGauge::default());
+    }
+
+    /// Brings a run's contribution (its retention, while it is live) up to date.
+    pub fn refresh_run_gauge(&mut self, run_uid: &str) {
+        let Some(run) = self.runs.get_mut(run_uid) else { return };
+        let new = if run.gone { None } else { run.retention };
+        let old = std::mem::replace(&mut run.retention_counted, new);
+        self.gauges.replace_retention(old, new);
+    }
+
     /// The namespace's gauges at `now`; `None` when it has nothing to report (`has_series`: counters of it
     /// exist, so its gauges do too).
     pub fn gauges(&self, cfg: &TrackerConfig, now: Ts, has_series: bool) -> Option<NamespaceGauges> {
-        let mut g = NamespaceGauges::default();
-        let mut present = has_series || !self.runs.is_empty();
-        for run in self.runs.values() {
-            if !run.gone
-                && let Some(r) = run.retention
-            {
-                g.retention = minmax(g.retention, r);
-            }
+        self.gauges.read(cfg, now, has_series || !self.runs.is_empty())
+    }
+
+    /// The same figures by walking every object: what the incremental gauges must always equal.
+    #[cfg(test)]
+    pub fn gauges_by_walking(
+        &self,
+        cfg: &TrackerConfig,
+        now: Ts,
+        has_series: bool,
+    ) -> Option<NamespaceGauges> {
+        let mut index = GaugeIndex::default();
+        for run in self.runs.values().filter(|r| !r.gone) {
+            index.replace_retention(None, run.retention);
         }
-        for r in self.done.values().filter_map(|d| d.retention) {
-            present = true;
-            g.retention = minmax(g.retention, r);
+        for d in self.done.values() {
+            index.replace_retention(None, d.retention);
         }
-        for job in self.jobs.values() {
-            let Some(run) = self.run_of_job(&job.info.uid).and_then(|u| self.runs.get(&u)) else { continue };
-            present = true;
-            if job.deletion.is_some() {
-                continue;
-            }
-            let effective_ttl = job.ttl.map(|t| t.seconds).or(run.job_ttl);
-            if let Some(t) = effective_ttl {
-                g.job_ttl = minmax(g.job_ttl, t);
-            }
-            let Some(finish) = &job.finish else { continue };
-            match run.consumption_of(name_key(&job.info.name)) {
-                Some(c)
-                    if c.kind == ConsumptionKind::Collected
-                        && job.ttl.is_none()
-                        && run.job_ttl.is_some()
-                        && now.0.saturating_sub(c.at.at.0) > cfg.ttl_grace_ms =>
-                {
-                    g.jobs_without_ttl += 1;
-                }
-                Some(_) => {}
-                None if run.terminal.is_none() && !run.gone => {
-                    g.awaiting_collection += 1;
-                    let age = now.secs_since(finish.at).max(0.0);
-                    g.awaiting_collection_max_age = g.awaiting_collection_max_age.max(age);
-                    if let Some(t) = effective_ttl {
-                        let remaining = finish.at.add_secs(t).secs_since(now);
-                        g.ttl_margin_remaining =
-                            Some(g.ttl_margin_remaining.map_or(remaining, |r| r.min(remaining)));
-                    }
-                }
-                None => {}
-            }
+        for (uid, job) in &self.jobs {
+            let run = self.run_of_job(uid).and_then(|u| self.runs.get(&u));
+            index.apply(JobGauge::default(), job_gauge(job, run.map(|r| &**r), cfg));
         }
-        // With no live Job, the TTL in force is the one the next Job will get: the controller's default.
-        if g.job_ttl.is_none() {
-            g.job_ttl = Some((cfg.default_job_ttl, cfg.default_job_ttl));
-        }
-        present.then_some(g)
+        index.read(cfg, now, has_series || !self.runs.is_empty())
     }
 }

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{Ctx, Strings, state::*};
+use super::{Ctx, Strings, gauges::GaugeIndex, state::*};
 use crate::engine::{
     facts::{Fact, JobInfo, PodInfo, RunInfo, Ttl, TtlApplied},
     ids::name_key,
@@ -35,6 +35,9 @@ pub(super) struct Namespace {
     pub waiting_jobs: HashMap<RunKey, Vec<Arc<str>>>,
     /// Pods whose Job is not known yet, by Job uid.
     pub waiting_pods: HashMap<Arc<str>, Vec<Arc<str>>>,
+    pub gauges: GaugeIndex,
+    /// Jobs or Pods without an owner came or went: look for orphans to forget.
+    pub orphans_dirty: bool,
 }
 
 fn step_key(p: StepPosition, unknown_attempt: u32) -> crate::engine::facts::StepKey {
@@ -56,6 +59,8 @@ impl Namespace {
             pods: HashMap::new(),
             waiting_jobs: HashMap::new(),
             waiting_pods: HashMap::new(),
+            gauges: GaugeIndex::default(),
+            orphans_dirty: false,
         }
     }
 
@@ -79,10 +84,13 @@ impl Namespace {
     pub fn apply_run(&mut self, o: &RunUpdate, ctx: &mut Ctx) -> Option<(Arc<str>, bool)> {
         let uid = o.id.uid.as_str();
         if let Some(done) = self.done.get_mut(uid) {
+            let old = done.retention;
             if o.gone {
                 self.done.remove(uid);
+                self.gauges.replace_retention(old, None);
             } else {
                 done.retention = o.retention;
+                self.gauges.replace_retention(old, o.retention);
             }
             return None;
         }
@@ -178,7 +186,14 @@ impl Namespace {
                 dirty.push(uid.clone());
             }
         }
-        self.done.retain(|uid, _| seen.contains(uid));
+        let gauges = &mut self.gauges;
+        self.done.retain(|uid, d| {
+            let keep = seen.contains(uid);
+            if !keep {
+                gauges.replace_retention(d.retention, None);
+            }
+            keep
+        });
         dirty
     }
 
@@ -243,6 +258,7 @@ impl Namespace {
                 run.remember_job(step, key, fin);
             }
         }
+        self.orphans_dirty |= run_uid.is_none();
         run_uid
     }
 
@@ -279,6 +295,7 @@ impl Namespace {
             clamped: Clamped::default(),
             pods: self.waiting_pods.remove(uid).unwrap_or_default(),
             labels: None,
+            gauge: Default::default(),
         });
         match self.resolve_run(owner_uid, &o.run.name).and_then(|r| self.runs.get_mut(&r)) {
             Some(run) => {
@@ -313,6 +330,7 @@ impl Namespace {
             .map(|(uid, _)| uid.clone())
             .collect();
         let mut dirty = Vec::new();
+        self.orphans_dirty = true;
         for uid in vanished {
             if let Some(job) = self.jobs.get_mut(&uid) {
                 job.gone = true;
@@ -376,7 +394,9 @@ impl Namespace {
         if o.gone {
             pod.deleted.get_or_insert(Stamp::observed(now));
         }
-        self.run_of_job(job_uid)
+        let run = self.run_of_job(job_uid);
+        self.orphans_dirty |= run.is_none();
+        run
     }
 
     /// The end of a Pod relist: Pods it did not contain vanished during the gap.
@@ -388,6 +408,7 @@ impl Namespace {
             .map(|(uid, _)| uid.clone())
             .collect();
         let mut dirty = Vec::new();
+        self.orphans_dirty = true;
         for uid in vanished {
             let Some(pod) = self.pods.get_mut(&uid) else { continue };
             pod.deleted = Some(gap);
@@ -406,22 +427,32 @@ impl Namespace {
     pub fn forget_run(&mut self, run_uid: &str) -> Option<Box<Run>> {
         let run = self.runs.remove(run_uid)?;
         for job_uid in &run.jobs {
-            if let Some(job) = self.jobs.remove(job_uid) {
-                for p in job.pods {
-                    self.pods.remove(&p);
-                }
-            }
+            self.forget_job(job_uid);
         }
         self.run_by_name.remove(&run.info.name);
+        self.gauges.replace_retention(run.retention_counted, None);
         if !run.gone {
             self.done.insert(run_uid.into(), DoneRun { retention: run.retention });
+            self.gauges.replace_retention(None, run.retention);
         }
         Some(run)
+    }
+
+    fn forget_job(&mut self, job_uid: &str) {
+        if let Some(job) = self.jobs.remove(job_uid) {
+            self.drop_job_gauge(&job);
+            for p in &job.pods {
+                self.pods.remove(p);
+            }
+        }
     }
 
     /// Forgets Jobs and Pods that are gone and fully reported, when their run is unknown (not ours, or deleted
     /// before this process started): they would otherwise be held forever.
     pub fn sweep_orphans(&mut self) {
+        if !std::mem::take(&mut self.orphans_dirty) {
+            return;
+        }
         let orphan_jobs: Vec<Arc<str>> = self
             .jobs
             .iter()
@@ -429,11 +460,7 @@ impl Namespace {
             .map(|(u, _)| u.clone())
             .collect();
         for uid in orphan_jobs {
-            if let Some(job) = self.jobs.remove(&uid) {
-                for p in job.pods {
-                    self.pods.remove(&p);
-                }
-            }
+            self.forget_job(&uid);
         }
         let jobs = &self.jobs;
         self.pods.retain(|_, p| p.deleted.is_none() || jobs.contains_key(&p.job_uid));

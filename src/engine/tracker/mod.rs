@@ -25,7 +25,7 @@ use std::{
 
 use super::{
     facts::{Emitted, Fact, Runtime},
-    model::{Input, Kind, Update},
+    model::{Input, Kind, ObjectId, Update},
     time::{Stamp, TimeSource, Ts},
 };
 use deadlines::Deadlines;
@@ -119,8 +119,7 @@ impl Tracker {
         self.advance(input.at);
         match input.update {
             Update::Run(o) => {
-                let ns = self.namespace_key(&o.id.namespace);
-                self.relists.note(Kind::AgentRun, &ns, &o.id.uid);
+                let ns = self.noted(Kind::AgentRun, &o.id);
                 let (ctx, namespace) = self.split(&ns);
                 if let Some((uid, new)) = namespace.apply_run(&o, &mut { ctx }) {
                     if new && self.series_seen.insert((ns.clone(), o.runtime)) {
@@ -134,20 +133,16 @@ impl Tracker {
                 }
             }
             Update::Job(o) => {
-                let ns = self.namespace_key(&o.id.namespace);
-                self.relists.note(Kind::Job, &ns, &o.id.uid);
+                let ns = self.noted(Kind::Job, &o.id);
                 let (ctx, namespace) = self.split(&ns);
-                if let Some(uid) = namespace.apply_job(&o, &mut { ctx }) {
-                    self.evaluate(&ns, &uid);
-                }
+                let run = namespace.apply_job(&o, &mut { ctx });
+                run.into_iter().for_each(|uid| self.evaluate(&ns, &uid));
             }
             Update::Pod(o) => {
-                let ns = self.namespace_key(&o.id.namespace);
-                self.relists.note(Kind::Pod, &ns, &o.id.uid);
+                let ns = self.noted(Kind::Pod, &o.id);
                 let (ctx, namespace) = self.split(&ns);
-                if let Some(uid) = namespace.apply_pod(&o, &mut { ctx }) {
-                    self.evaluate(&ns, &uid);
-                }
+                let run = namespace.apply_pod(&o, &mut { ctx });
+                run.into_iter().for_each(|uid| self.evaluate(&ns, &uid));
             }
             Update::RelistBegin { kind, namespace } => {
                 let scope = namespace.map(|n| self.namespace_key(&n));
@@ -182,6 +177,13 @@ impl Tracker {
                 self.evaluate(&ns, &uid);
             }
         }
+    }
+
+    /// The object's namespace key; the object counts as seen by any relist of its scope in progress.
+    fn noted(&mut self, kind: Kind, id: &ObjectId) -> Arc<str> {
+        let ns = self.namespace_key(&id.namespace);
+        self.relists.note(kind, &ns, &id.uid);
+        ns
     }
 
     /// The shared key of a namespace, creating its state.
@@ -250,7 +252,20 @@ impl Tracker {
         }
     }
 
-    /// Gauge values at `now`.
+    /// The gauges by walking every object, for tests: the incremental ones must always equal them.
+    #[cfg(test)]
+    pub(crate) fn gauges_by_walking(&self, now: Ts) -> BTreeMap<Arc<str>, NamespaceGauges> {
+        let mut g = BTreeMap::new();
+        for (name, ns) in &self.namespaces {
+            let has_series = self.series_seen.iter().any(|(n, _)| n == name);
+            if let Some(gauges) = ns.gauges_by_walking(&self.cfg, now, has_series) {
+                g.insert(name.clone(), gauges);
+            }
+        }
+        g
+    }
+
+    /// Gauge values at `now`: as many steps as namespaces, whatever is tracked.
     pub fn gauges(&mut self, now: Ts) -> LiveGauges {
         let mut g = LiveGauges::default();
         for (name, ns) in self.namespaces.iter_mut() {

@@ -7,6 +7,7 @@ use super::super::{
     model::Consumption as ConsumptionKind,
     time::{Stamp, Ts},
 };
+use super::gauges::JobGauge;
 
 /// A status write that consumed a Job (collected it, found it missing, or gave up on it).
 #[derive(Clone, Debug)]
@@ -90,6 +91,8 @@ pub(super) struct Run {
     pub root_emitted: bool,
     /// Outside the backfill window: facts are counted when new, never exported.
     pub export: bool,
+    /// The retention this run contributes to its namespace's gauge.
+    pub retention_counted: Option<i64>,
 }
 
 impl Run {
@@ -111,6 +114,7 @@ impl Run {
             jobs: Vec::new(),
             root_emitted: false,
             export,
+            retention_counted: None,
         }
     }
 
@@ -214,6 +218,8 @@ pub(super) struct JobTrack {
     pub pods: Vec<Arc<str>>,
     /// The Job's provider and agent labels, held only until its run is known and takes them.
     pub labels: Option<Box<RunLabels>>,
+    /// What the Job contributes to its namespace's gauges.
+    pub gauge: JobGauge,
 }
 
 impl JobTrack {
