@@ -47,7 +47,9 @@ fn main() {
     let pages = |v: &[serde_json::Value]| v.chunks(PAGE).map(page).collect::<Vec<_>>();
     let (runs_b, jobs_b, pods_b) = (bytes(&runs), bytes(&jobs), bytes(&pods));
     let (runs, jobs, pods) = (pages(&runs), pages(&jobs), pages(&pods));
-    println!("decode per list object, µs (best of {rounds} passes over {n} objects per kind, pages of {PAGE})");
+    println!(
+        "decode per list object, µs (best of {rounds} passes over {n} objects per kind, pages of {PAGE})"
+    );
     println!("{:<34} {:>9} {:>9} {:>9}", "", "AgentRun", "Job", "Pod");
     println!("{:<34} {:>9} {:>9} {:>9}", "object size, bytes", runs_b, jobs_b, pods_b);
     let row = |name: &str, r: f64, j: f64, p: f64| println!("{name:<34} {r:>9.2} {j:>9.2} {p:>9.2}");

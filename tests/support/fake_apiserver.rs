@@ -72,10 +72,10 @@ pub fn bookmark(api_version: &str, kind: &str, rv: u64) -> Value {
 
 impl FakeApi {
     pub fn set(&self, path: &str, items: Vec<Value>, resource_version: u64, watches: Vec<WatchScript>) {
-        self.collections
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), Collection { items, resource_version, watches: watches.into(), ..Collection::default() });
+        self.collections.lock().unwrap().insert(
+            path.to_string(),
+            Collection { items, resource_version, watches: watches.into(), ..Collection::default() },
+        );
     }
 
     /// A collection of items already serialized (one JSON object each).
