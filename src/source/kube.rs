@@ -576,7 +576,7 @@ mod tests {
             "metadata": {"name": "r-job", "namespace": "agents", "uid": "job-a", "resourceVersion": "8",
                          "creationTimestamp": "2026-08-20T12:00:01Z",
                          "labels": {"agents.proompteng.ai/agent-run": "r", "app": "x"},
-                         "annotations": {"agents.proompteng.ai/retain": "true", "big": "x", "n": 5},
+                         "annotations": {"agents.proompteng.ai/retain": "true", "big": "x"},
                          "managedFields": [{"manager": "m", "fieldsV1": {"f:status": {}}}],
                          "ownerReferences": [{"apiVersion": "agents.proompteng.ai/v1alpha1", "kind": "AgentRun", "name": "r", "uid": "run-uid"}]},
             "spec": {"ttlSecondsAfterFinished": 30, "template": {"spec": {"containers": []}}},
@@ -592,6 +592,11 @@ mod tests {
         assert_eq!(got, want);
         let Object::Job(j) = got else { panic!() };
         assert_eq!(j.metadata.annotations.unwrap().len(), 1, "only the retain annotation is kept");
+        // What is skipped unread cannot make the object malformed.
+        let mut odd = job();
+        odd["metadata"]["annotations"]["n"] = json!(5);
+        odd["metadata"]["managedFields"] = json!("not a list");
+        assert!(serde_json::from_str::<Guarded<Job>>(&odd.to_string()).unwrap().0.is_ok());
     }
 
     #[test]
