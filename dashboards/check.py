@@ -7,7 +7,7 @@ Static (always):
   - every dashboard parses as JSON; uids are the pinned ones and unique;
     title prefix, tags, links, timezone, refresh and template variables;
   - every panel's and target's data source is ${datasource} or ${traces_datasource};
-  - every Prometheus query names only metrics from docs/telemetry.md or
+  - every Prometheus query names only metrics from the telemetry catalogue (docs/telemetry.toml) or
     recording rules from alerts/agentrun-lifecycle.rules.yaml, with documented
     labels only, filters on cluster and namespace, aggregates (so job/instance/
     otel_scope_* go away), and uses only [$__rate_interval] or [$__range] windows;
@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import re
+import tomllib
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TELEMETRY = ROOT / "docs" / "telemetry.md"
+TELEMETRY = ROOT / "docs" / "telemetry.toml"
 RULES = ROOT / "alerts" / "agentrun-lifecycle.rules.yaml"
 # The committed dashboards: one copy, where the Helm chart packages them.
 DASHBOARDS = ROOT / "deploy" / "chart" / "dashboards"
@@ -100,26 +101,12 @@ class Metric:
 
 
 def parse_telemetry(path: Path) -> dict[str, Metric]:
-    """Metric tables of docs/telemetry.md: rows under a header whose first cell is 'Prometheus name'."""
-    metrics: dict[str, Metric] = {}
-    in_table = False
-    for line in path.read_text().splitlines():
-        s = line.strip()
-        if not s.startswith("|"):
-            in_table = False
-            continue
-        cells = [c.strip() for c in s.strip("|").split("|")]
-        if cells and cells[0].lower() == "prometheus name":
-            in_table = True
-            continue
-        if not in_table or set(cells[0]) <= {"-", ":", " "}:
-            continue
-        m = re.fullmatch(r"`([a-zA-Z_:][a-zA-Z0-9_:]*)`", cells[0])
-        if not m or len(cells) < 3:
-            continue
-        labels = set(re.findall(r"`([a-zA-Z_][a-zA-Z0-9_]*)`", cells[2]))
-        metrics[m.group(1)] = Metric(m.group(1), cells[1].lower(), labels)
-    return metrics
+    """The metrics of the telemetry catalogue (docs/telemetry.toml): Prometheus name, type, labels."""
+    catalogue = tomllib.loads(path.read_text())
+    return {
+        m["prometheus"]: Metric(m["prometheus"], m["type"].split()[0].lower(), set(m["labels"]))
+        for m in catalogue["metric"]
+    }
 
 
 def allowed_series(metrics: dict[str, Metric]) -> dict[str, set[str]]:
@@ -469,7 +456,7 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
                     allowed = series[s.metric]
                     has_ns = "namespace" in allowed
                 else:
-                    pr.append(f"{where}: {s.metric} is neither in docs/telemetry.md nor a recording rule in "
+                    pr.append(f"{where}: {s.metric} is neither in the telemetry catalogue (docs/telemetry.toml) nor a recording rule in "
                               f"{RULES.relative_to(ROOT)}")
                     continue
                 names = {m[0] for m in s.matchers}
@@ -562,7 +549,7 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
         (f'sum(max by (namespace, runtime) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
          "combine exporter replicas"),
         (f'sum(max without (job) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))', "combine exporter replicas"),
-        (f'sum(agentrun_runs_totals{{{f}}})', "neither in docs/telemetry.md"),
+        (f'sum(agentrun_runs_totals{{{f}}})', "neither in the telemetry catalogue (docs/telemetry.toml)"),
         ('sum(agentrun_runs_total{namespace=~"$namespace"})', 'lacks cluster=~"$cluster"'),
         ('sum(agentrun_runs_total{cluster=~"$cluster"})', 'lacks namespace=~"$namespace"'),
         (f'sum(agentrun_runs_total{{{f}, phase="run"}})', "has no label 'phase'"),
@@ -674,12 +661,30 @@ def load_dashboards(res: Results, folder: Path) -> dict[str, dict]:
     return dashes
 
 
+def check_rule_metrics(series: dict[str, set[str]], rules: set[str]) -> list[str]:
+    """Alert and recording rules name only catalogued metrics (or recording rules, or Prometheus' own)."""
+    import yaml  # PyYAML: tests/e2e/testbed/deps.sh installs it
+
+    if not RULES.exists():
+        return [f"{RULES} is missing"]
+    problems = []
+    builtin = {"up", "ALERTS", "ALERTS_FOR_STATE", "absent", "vector", "time"}
+    for group in yaml.safe_load(RULES.read_text()).get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert") or rule.get("record")
+            for sel in scan(str(rule.get("expr", ""))).selectors:
+                if sel.metric not in series and sel.metric not in rules and sel.metric not in builtin:
+                    problems.append(f"rule {name}: {sel.metric} is not in docs/telemetry.toml")
+    return problems
+
+
 def run_static(res: Results, folder: Path = DASHBOARDS) -> dict[str, dict]:
     metrics = parse_telemetry(TELEMETRY)
-    res.check("docs/telemetry.md lists metrics", [] if metrics else ["no metric table found"])
+    res.check("the telemetry catalogue (docs/telemetry.toml) lists metrics", [] if metrics else ["no metric table found"])
     series = allowed_series(metrics)
     rules = parse_rules(RULES)
     res.check("query checks catch broken queries (self-test)", self_test(series, domain_counters(metrics)))
+    res.check("alert and recording rules use catalogued metrics", check_rule_metrics(series, rules))
     print(f"     ({len(metrics)} metrics catalogued, {len(rules)} recording rules in "
           f"{RULES.relative_to(ROOT)}{'' if RULES.exists() else ' (file absent)'})")
     dashes = load_dashboards(res, folder)

@@ -7,6 +7,7 @@
 //! spans and metrics. [`pipeline`] is the loop all modes share, [`telemetry`] owns provider setup and
 //! shutdown, [`run`] wires each mode.
 
+pub mod catalogue;
 pub mod config;
 pub mod engine;
 pub mod http;

@@ -49,6 +49,25 @@ async fn check(protocol: &str) {
         "{protocol}: every span kind appears"
     );
     assert!(spans.iter().all(|s| s.service == "agentrun-lifecycle-exporter"));
+    // Span, attribute and event names are the catalogue's (docs/telemetry.toml), and every span kind is used.
+    let cat = agentrun_lifecycle_exporter::catalogue::catalogue();
+    let catalogued: std::collections::BTreeSet<String> = cat.span.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(spans::names(&spans), catalogued, "{protocol}: span names");
+    let attributes: std::collections::BTreeSet<&str> =
+        cat.attribute.iter().flat_map(|a| a.names.iter().map(String::as_str)).collect();
+    let events: std::collections::BTreeSet<&str> = cat.event.iter().map(|e| e.name.as_str()).collect();
+    for s in &spans {
+        for key in s.attrs.keys() {
+            assert!(
+                attributes.contains(key.as_str()),
+                "{protocol}: {} carries {key}, not in the catalogue",
+                s.name
+            );
+        }
+        for (event, _) in &s.events {
+            assert!(events.contains(event.as_str()), "{protocol}: event {event} is not in the catalogue");
+        }
+    }
     // Ids are unique: each span exported once.
     let mut ids: Vec<_> = spans.iter().map(|s| (&s.trace_id, &s.span_id)).collect();
     ids.sort();

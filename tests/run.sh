@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
 #   format and lint, unit and integration tests, the generated rules and dashboards are up to date (./generate
-#   --check), alert rule tests (promtool), dashboard checks, chart tests (Helm), and the end-to-end scenarios on a
-#   real Kubernetes control plane with Jaeger and Prometheus.
+#   --check), alert rule tests (promtool), dashboard checks, chart tests (Helm), the container image (built into
+#   target/image/ and checked), and the end-to-end scenarios on a real Kubernetes control plane with Jaeger and
+#   Prometheus.
 # The first run builds the end-to-end test bed from the Go module proxy (about 30 minutes on 2 cores; later
 # runs reuse ~/.cache/agentrun-lifecycle-exporter). Every suite runs even if an earlier one failed; the last
 # line says how many passed and failed, and the exit code is non-zero if any failed.
@@ -45,6 +46,7 @@ suite "generated files (./generate --check)" ./generate --check
 suite "alert rules (promtool)" alerts/test.sh
 suite "dashboards (static)" dashboards/test.sh
 suite "chart (helm)" deploy/test.sh
+suite "image" deploy/image/test.sh
 suite "end to end" tests/e2e/run.sh
 
 echo

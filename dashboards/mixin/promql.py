@@ -4,21 +4,15 @@ counters, histogram quantiles, and the recording rules with raw fallbacks."""
 
 from __future__ import annotations
 
-# Labels of the domain counters (docs/telemetry.md); check.py verifies that the
-# de-duplicating `max by` keeps all of them.
-COUNTER_LABELS = {
-    "agentrun_runs_total": ("namespace", "runtime", "outcome"),
-    "agentrun_job_missing_total": ("namespace", "runtime", "reason"),
-    "agentrun_job_deleted_before_collection_total": ("namespace", "runtime"),
-    "agentrun_job_deleted_with_run_total": ("namespace", "runtime", "reason"),
-    "agentrun_job_ttl_margin_exceeded_total": ("namespace", "runtime", "ttl_applied"),
-}
-HISTOGRAM_LABELS = {
-    "agentrun_job_collection_delay_seconds": ("namespace", "runtime", "outcome"),
-    "agentrun_job_ttl_margin_seconds": ("namespace", "runtime", "ttl_applied"),
-    "agentrun_job_ttl_deletion_lag_seconds": ("namespace",),
-    "agentrun_job_phase_duration_seconds": ("namespace", "runtime", "phase"),
-}
+import tomllib
+from pathlib import Path
+
+# Labels of the domain counters and histograms, from the telemetry catalogue (docs/telemetry.toml); check.py
+# verifies that the de-duplicating `max by` keeps all of them.
+_CATALOGUE = tomllib.loads((Path(__file__).resolve().parents[2] / "docs" / "telemetry.toml").read_text())
+_DOMAIN = [m for m in _CATALOGUE["metric"] if m["group"] == "domain"]
+COUNTER_LABELS = {m["prometheus"]: tuple(m["labels"]) for m in _DOMAIN if m["type"] == "counter"}
+HISTOGRAM_LABELS = {m["prometheus"]: tuple(m["labels"]) for m in _DOMAIN if m["type"] == "histogram"}
 
 
 class Q:

@@ -1039,3 +1039,26 @@ fn incremental_gauges_equal_a_full_walk_at_every_tick() {
     }
     assert!(checked > 0, "the demo had Jobs awaiting collection or without TTL at some tick");
 }
+
+/// The AgentRun watch can be a whole run ahead of the Job watch: a run that ended `JobMissing` waits a settle
+/// time for the Job its status named, so the Job's spans are not lost.
+#[test]
+fn a_run_waits_for_the_jobs_its_status_named() {
+    let mut h = Harness::new();
+    let spec = RunSpec::job("agents", "r", "run-ahead");
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    h.up(0.0, run.clone());
+    let mut job = upstream::job(&run, "job-ahead", None, None, t(1.0));
+    upstream::job_started(&mut job, t(1.0));
+    upstream::submitted(&mut run, &job, t(1.2));
+    h.up(1.3, run.clone());
+    upstream::job_missing(&mut run, t(20.0));
+    h.up(20.0, run.clone());
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 0, "waits for the Job it named");
+    h.up(21.0, job.clone());
+    h.del(21.5, job);
+    h.tick(40.0);
+    assert!(h.phases("r-job").iter().any(|p| p.0 == Phase::Submit), "the Job's submit span is there");
+    assert_eq!(h.gone("r-job").len(), 1);
+    assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
+}

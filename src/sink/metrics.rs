@@ -1,6 +1,6 @@
 //! Facts → OpenTelemetry instruments. One meter provider feeds both `/metrics` and OTLP; instrument names
 //! follow the OTel style (dots, unit in the unit field) so that both paths end up with the Prometheus names in
-//! docs/telemetry.md.
+//! docs/telemetry.md, rendered from the catalogue docs/telemetry.toml.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,10 +14,13 @@ use opentelemetry::{
 };
 
 use super::spans::{DropReason, ExportFailure, SpanStats};
-use crate::engine::{
-    Emitted, Fact, Kind, LiveGauges,
-    facts::{CollectOutcome, DeletionCause, Phase, Runtime, TtlApplied},
-    tracker::NamespaceGauges,
+use crate::{
+    catalogue,
+    engine::{
+        Emitted, Fact, Kind, LiveGauges,
+        facts::{CollectOutcome, DeletionCause, Phase, Runtime, TtlApplied},
+        tracker::NamespaceGauges,
+    },
 };
 
 /// Delays and durations: 0.5 s to one day.
@@ -38,21 +41,34 @@ pub const SERIES_PER_NAMESPACE: usize = 6;
 /// The SDK's limit when no view sets one.
 pub const SDK_DEFAULT_CARDINALITY_LIMIT: usize = 2000;
 
-const COLLECTION_DELAY: &str = "agentrun.job.collection_delay";
-const TTL_MARGIN: &str = "agentrun.job.ttl_margin";
-const TTL_MARGIN_EXCEEDED: &str = "agentrun.job.ttl_margin_exceeded";
-const DELETED_BEFORE_COLLECTION: &str = "agentrun.job.deleted_before_collection";
-const DELETED_WITH_RUN: &str = "agentrun.job.deleted_with_run";
-const JOB_MISSING: &str = "agentrun.job.missing";
-const TTL_DELETION_LAG: &str = "agentrun.job.ttl_deletion_lag";
-const PHASE_DURATION: &str = "agentrun.job.phase_duration";
-const RUNS: &str = "agentrun.runs";
-const AWAITING: &str = "agentrun.job.awaiting_collection";
-const AWAITING_MAX_AGE: &str = "agentrun.job.awaiting_collection.max_age";
-const MARGIN_REMAINING: &str = "agentrun.job.ttl_margin.remaining";
-const JOB_TTL: &str = "agentrun.job.ttl";
-const RETENTION: &str = "agentrun.retention";
-const WITHOUT_TTL: &str = "agentrun.jobs_without_ttl";
+const COLLECTION_DELAY: &str = "job_collection_delay";
+const TTL_MARGIN: &str = "job_ttl_margin";
+const TTL_MARGIN_EXCEEDED: &str = "job_ttl_margin_exceeded";
+const DELETED_BEFORE_COLLECTION: &str = "job_deleted_before_collection";
+const DELETED_WITH_RUN: &str = "job_deleted_with_run";
+const JOB_MISSING: &str = "job_missing";
+const TTL_DELETION_LAG: &str = "job_ttl_deletion_lag";
+const PHASE_DURATION: &str = "job_phase_duration";
+const RUNS: &str = "runs";
+const AWAITING: &str = "job_awaiting_collection";
+const AWAITING_MAX_AGE: &str = "job_awaiting_collection_max_age";
+const MARGIN_REMAINING: &str = "job_ttl_margin_remaining";
+const JOB_TTL: &str = "job_ttl";
+const RETENTION: &str = "retention";
+const WITHOUT_TTL: &str = "jobs_without_ttl";
+
+/// A metric's OTLP name, unit and description, from the catalogue (`docs/telemetry.toml`).
+fn otel(id: &str) -> &'static str {
+    catalogue::metric(id).otel.as_str()
+}
+
+fn unit(id: &str) -> &'static str {
+    catalogue::metric(id).unit.as_str()
+}
+
+fn description(id: &str) -> &'static str {
+    catalogue::metric(id).description.as_str()
+}
 
 /// The metrics whose series grow with namespaces: the ones the cardinality limit is about.
 pub const NAMESPACED: [&str; 15] = [
@@ -172,45 +188,29 @@ impl LifecycleMetrics {
     pub fn with_series_limit(meter: &Meter, spans: Arc<SpanStats>, limit: usize) -> Self {
         let live: Arc<Mutex<LiveGauges>> = Arc::default();
         let series = Arc::new(SeriesCount::new(limit));
-        let hist = |name: &'static str, desc: &'static str, buckets: &[f64]| {
+        let hist = |id: &'static str, buckets: &[f64]| {
             meter
-                .f64_histogram(name)
-                .with_unit("s")
-                .with_description(desc)
+                .f64_histogram(otel(id))
+                .with_unit(unit(id))
+                .with_description(description(id))
                 .with_boundaries(buckets.to_vec())
                 .build()
         };
-        let counter = |name: &'static str, unit: &'static str, desc: &'static str| {
-            meter.u64_counter(name).with_unit(unit).with_description(desc).build()
+        let counter = |id: &'static str| {
+            meter.u64_counter(otel(id)).with_unit(unit(id)).with_description(description(id)).build()
         };
         let metrics = LifecycleMetrics {
-            collection_delay: hist(
-                COLLECTION_DELAY,
-                "Job finished to the AgentRun/step status write that consumed it",
-                &DURATION_BUCKETS,
-            ),
-            ttl_margin: hist(TTL_MARGIN, "Job TTL minus collection delay", &MARGIN_BUCKETS),
-            ttl_margin_exceeded: counter(
-                TTL_MARGIN_EXCEEDED,
-                "{job}",
-                "Jobs whose TTL margin was below zero",
-            ),
-            deleted_before_collection: counter(
-                DELETED_BEFORE_COLLECTION,
-                "{job}",
-                "Jobs that disappeared before their status was collected",
-            ),
-            deleted_with_run: counter(
-                DELETED_WITH_RUN,
-                "{job}",
-                "Jobs deleted because their AgentRun was deleted (reason cancel: it was running; retention: it had finished)",
-            ),
-            job_missing: counter(JOB_MISSING, "{run}", "Runs that ended JobMissing or WorkflowJobMissing"),
-            ttl_deletion_lag: hist(TTL_DELETION_LAG, "TTL expiry to the Job's deletion", &DURATION_BUCKETS),
-            phase_duration: hist(PHASE_DURATION, "Duration of a Job's phases", &DURATION_BUCKETS),
-            runs: counter(RUNS, "{run}", "Runs that reached a terminal phase"),
-            watch_events: counter("agentrun.exporter.watch_events", "{event}", "Watch events applied"),
-            watch_errors: counter("agentrun.exporter.watch_errors", "{error}", "Failed list/watch calls"),
+            collection_delay: hist(COLLECTION_DELAY, &DURATION_BUCKETS),
+            ttl_margin: hist(TTL_MARGIN, &MARGIN_BUCKETS),
+            ttl_margin_exceeded: counter(TTL_MARGIN_EXCEEDED),
+            deleted_before_collection: counter(DELETED_BEFORE_COLLECTION),
+            deleted_with_run: counter(DELETED_WITH_RUN),
+            job_missing: counter(JOB_MISSING),
+            ttl_deletion_lag: hist(TTL_DELETION_LAG, &DURATION_BUCKETS),
+            phase_duration: hist(PHASE_DURATION, &DURATION_BUCKETS),
+            runs: counter(RUNS),
+            watch_events: counter("exporter_watch_events"),
+            watch_errors: counter("exporter_watch_errors"),
             live: live.clone(),
             series: series.clone(),
         };
@@ -389,15 +389,14 @@ impl LifecycleMetrics {
 fn min_max_gauge(
     meter: &Meter,
     name: &'static str,
-    description: &'static str,
     live: Arc<Mutex<LiveGauges>>,
     series: Arc<SeriesCount>,
     pick: fn(&NamespaceGauges) -> Option<(i64, i64)>,
 ) {
     meter
-        .i64_observable_gauge(name)
-        .with_unit("s")
-        .with_description(description)
+        .i64_observable_gauge(otel(name))
+        .with_unit(unit(name))
+        .with_description(description(name))
         .with_callback(move |o| {
             if let Ok(g) = live.lock() {
                 let mut n = 0;
@@ -443,53 +442,44 @@ fn register_gauges(
     series: Arc<SeriesCount>,
 ) {
     meter
-        .u64_observable_gauge(AWAITING)
-        .with_unit("{job}")
-        .with_description("Finished Jobs whose status was not collected yet")
+        .u64_observable_gauge(otel(AWAITING))
+        .with_unit(unit(AWAITING))
+        .with_description(description(AWAITING))
         .with_callback(namespace_gauge(live.clone(), series.clone(), AWAITING, |v| {
             Some(v.awaiting_collection)
         }))
         .build();
     meter
-        .f64_observable_gauge(AWAITING_MAX_AGE)
-        .with_unit("s")
-        .with_description("Age of the oldest finished Job awaiting collection")
+        .f64_observable_gauge(otel(AWAITING_MAX_AGE))
+        .with_unit(unit(AWAITING_MAX_AGE))
+        .with_description(description(AWAITING_MAX_AGE))
         .with_callback(namespace_gauge(live.clone(), series.clone(), AWAITING_MAX_AGE, |v| {
             Some(v.awaiting_collection_max_age)
         }))
         .build();
     meter
-        .f64_observable_gauge(MARGIN_REMAINING)
-        .with_unit("s")
-        .with_description("Smallest finish + TTL - now over finished, uncollected Jobs")
+        .f64_observable_gauge(otel(MARGIN_REMAINING))
+        .with_unit(unit(MARGIN_REMAINING))
+        .with_description(description(MARGIN_REMAINING))
         .with_callback(namespace_gauge(live.clone(), series.clone(), MARGIN_REMAINING, |v| {
             v.ttl_margin_remaining
         }))
         .build();
-    min_max_gauge(meter, JOB_TTL, "Job TTL in force over live Jobs", live.clone(), series.clone(), |v| {
-        v.job_ttl
-    });
-    min_max_gauge(
-        meter,
-        RETENTION,
-        "AgentRun retention in force over live AgentRuns",
-        live.clone(),
-        series.clone(),
-        |v| v.retention,
-    );
+    min_max_gauge(meter, JOB_TTL, live.clone(), series.clone(), |v| v.job_ttl);
+    min_max_gauge(meter, RETENTION, live.clone(), series.clone(), |v| v.retention);
     meter
-        .u64_observable_gauge(WITHOUT_TTL)
-        .with_unit("{job}")
-        .with_description("Collected Jobs that still have no TTL after the grace period")
+        .u64_observable_gauge(otel(WITHOUT_TTL))
+        .with_unit(unit(WITHOUT_TTL))
+        .with_description(description(WITHOUT_TTL))
         .with_callback(namespace_gauge(live.clone(), series.clone(), WITHOUT_TTL, |v| {
             Some(v.jobs_without_ttl)
         }))
         .build();
     let l = live;
     meter
-        .u64_observable_gauge("agentrun.exporter.tracked_objects")
-        .with_unit("{object}")
-        .with_description("Objects held in memory")
+        .u64_observable_gauge(otel("exporter_tracked_objects"))
+        .with_unit(unit("exporter_tracked_objects"))
+        .with_description(description("exporter_tracked_objects"))
         .with_callback(move |o| {
             if let Ok(g) = l.lock() {
                 o.observe(g.tracked_runs as u64, &[KeyValue::new("resource", Kind::AgentRun.resource())]);
@@ -500,16 +490,16 @@ fn register_gauges(
         .build();
     let s = spans.clone();
     meter
-        .u64_observable_counter("agentrun.exporter.spans_exported")
-        .with_unit("{span}")
-        .with_description("Spans the exporter accepted")
+        .u64_observable_counter(otel("exporter_spans_exported"))
+        .with_unit(unit("exporter_spans_exported"))
+        .with_description(description("exporter_spans_exported"))
         .with_callback(move |o| o.observe(s.exported.load(Ordering::Relaxed), &[]))
         .build();
     let s = spans.clone();
     meter
-        .u64_observable_counter("agentrun.exporter.spans_dropped")
-        .with_unit("{span}")
-        .with_description("Spans lost, by reason: queue_full, evicted, expired, shutdown, rejected")
+        .u64_observable_counter(otel("exporter_spans_dropped"))
+        .with_unit(unit("exporter_spans_dropped"))
+        .with_description(description("exporter_spans_dropped"))
         .with_callback(move |o| {
             for r in DropReason::ALL {
                 o.observe(s.dropped(r), &[KeyValue::new("reason", r.as_str())]);
@@ -518,9 +508,9 @@ fn register_gauges(
         .build();
     let s = spans.clone();
     meter
-        .u64_observable_counter("agentrun.exporter.span_export_failures")
-        .with_unit("{attempt}")
-        .with_description("Failed span export attempts (the spans are kept and retried), by reason")
+        .u64_observable_counter(otel("exporter_span_export_failures"))
+        .with_unit(unit("exporter_span_export_failures"))
+        .with_description(description("exporter_span_export_failures"))
         .with_callback(move |o| {
             for r in ExportFailure::ALL {
                 o.observe(s.export_failures(r), &[KeyValue::new("reason", r.as_str())]);
@@ -529,42 +519,44 @@ fn register_gauges(
         .build();
     let s = spans.clone();
     meter
-        .u64_observable_gauge("agentrun.exporter.span_buffer.spans")
-        .with_unit("{span}")
-        .with_description("Spans held for export (retried while the backend is unreachable)")
+        .u64_observable_gauge(otel("exporter_span_buffer_spans"))
+        .with_unit(unit("exporter_span_buffer_spans"))
+        .with_description(description("exporter_span_buffer_spans"))
         .with_callback(move |o| o.observe(s.buffer_spans.load(Ordering::Relaxed), &[]))
         .build();
     let s = spans;
     meter
-        .u64_observable_gauge("agentrun.exporter.span_buffer.size")
-        .with_unit("By")
-        .with_description("Estimated memory of the spans held for export")
+        .u64_observable_gauge(otel("exporter_span_buffer_size"))
+        .with_unit(unit("exporter_span_buffer_size"))
+        .with_description(description("exporter_span_buffer_size"))
         .with_callback(move |o| o.observe(s.buffer_bytes.load(Ordering::Relaxed), &[]))
         .build();
     let c = series.clone();
     meter
-        .u64_observable_gauge("agentrun.exporter.metric_series")
-        .with_unit("{series}")
-        .with_description("Series of each namespaced metric")
+        .u64_observable_gauge(otel("exporter_metric_series"))
+        .with_unit(unit("exporter_metric_series"))
+        .with_description(description("exporter_metric_series"))
         .with_callback(move |o| {
             for m in NAMESPACED {
-                o.observe(c.series(m) as u64, &[KeyValue::new("metric", m)]);
+                o.observe(c.series(m) as u64, &[KeyValue::new("metric", otel(m))]);
             }
         })
         .build();
     let c = series;
     meter
-        .u64_observable_gauge("agentrun.exporter.metric_overflow")
-        .with_description("1 when a metric has more series than the cardinality limit (the excess is merged)")
+        .u64_observable_gauge(otel("exporter_metric_overflow"))
+        .with_unit(unit("exporter_metric_overflow"))
+        .with_description(description("exporter_metric_overflow"))
         .with_callback(move |o| {
             for m in NAMESPACED {
-                o.observe(u64::from(c.series(m) > c.limit), &[KeyValue::new("metric", m)]);
+                o.observe(u64::from(c.series(m) > c.limit), &[KeyValue::new("metric", otel(m))]);
             }
         })
         .build();
     meter
-        .u64_observable_gauge("agentrun.exporter.build_info")
-        .with_description("The running version")
+        .u64_observable_gauge(otel("exporter_build_info"))
+        .with_unit(unit("exporter_build_info"))
+        .with_description(description("exporter_build_info"))
         .with_callback(|o| o.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))]))
         .build();
 }
@@ -622,7 +614,7 @@ mod tests {
         let of_runs = |f: &prometheus::proto::MetricFamily| {
             f.get_metric()
                 .iter()
-                .find(|m| m.get_label().iter().any(|l| l.name() == "metric" && l.value() == "agentrun.runs"))
+                .find(|m| m.get_label().iter().any(|l| l.name() == "metric" && l.value() == otel(RUNS)))
                 .map(|m| m.get_gauge().get_value())
         };
         (

@@ -24,6 +24,8 @@ struct RunView {
     job_ttl: Option<i64>,
     consumption: Option<Consumption>,
     submit_start: Option<Ts>,
+    /// The start of the Job's `workflow.step` span, when it was already emitted.
+    step_start: Option<Ts>,
     /// The submit waits for the status write that names the Job.
     awaits_status: bool,
 }
@@ -84,7 +86,14 @@ impl Namespace {
             job.set_attempt(a);
             run.remember_job(job.info.step.clone(), key, job.finish.as_ref().map(|f| f.at));
         }
+        let step_start = job
+            .info
+            .step
+            .as_ref()
+            .and_then(|k| run.steps.iter().find(|s| s.index == k.index))
+            .and_then(|s| s.span_start);
         Some(RunView {
+            step_start,
             info: run.info.clone(),
             created: run.created.at,
             deleted: run.deleted,
@@ -159,6 +168,7 @@ impl Namespace {
             let start = Stamp::object(start_at).not_before(created);
             let end = terminal.at.not_before(start.at);
             step.emitted = true;
+            step.span_start = Some(start.at);
             let fact = Fact::StepFinished {
                 run: info.clone(),
                 index: step.index,
@@ -184,6 +194,7 @@ impl Namespace {
             (None, None) => return,
         };
         run.root_emitted = true;
+        run.root_emitted_at = Some(ctx.now);
         let start = run.created;
         let end = end.not_before(start.at);
         let fact = Fact::RunFinished {
@@ -214,6 +225,21 @@ impl Namespace {
         if !jobs_done || !steps_done {
             return;
         }
+        // The status named Jobs not seen yet (their watch lags): wait a settle time for them, unless a Job list
+        // completed since, which shows they are gone.
+        let listed_since = self.jobs_listed_at.is_some_and(|t| Some(t) >= run.root_emitted_at);
+        let unseen = !listed_since
+            && run
+                .referenced
+                .iter()
+                .map(|r| r.job)
+                .chain(run.consumed.iter().map(|c| c.job))
+                .any(|job| !run.history.iter().any(|e| e.job == job));
+        let wait_until = run.root_emitted_at.unwrap_or(ctx.now).add_millis(ctx.cfg.settle_ms);
+        if unseen && ctx.now < wait_until {
+            ctx.deadlines.schedule(wait_until, &(self.name.clone(), run_uid.into()));
+            return;
+        }
         let Some(run) = self.forget_run(run_uid) else { return };
         let at = ctx.now.max(ctx.cfg.count_since);
         push(ctx, run.export, at, Fact::RunComplete { run: run.info.clone() });
@@ -226,7 +252,9 @@ fn submit(job: &mut JobTrack, run: &RunView) -> Option<(Ts, Fact)> {
         return None;
     }
     let created = job.created?;
-    let start = Stamp::object(run.submit_start.unwrap_or(run.created)).not_before(run.created);
+    // A Job seen after its step's span went out stays inside it.
+    let floor = run.step_start.map_or(run.created, |s| s.max(run.created));
+    let start = Stamp::object(run.submit_start.unwrap_or(run.created)).not_before(floor);
     let end = Stamp::object(created).not_before(start.at);
     job.submit_start = Some(start.at);
     job.clamped.created = Some(end);

@@ -38,6 +38,8 @@ pub(super) struct Namespace {
     pub gauges: GaugeIndex,
     /// Jobs or Pods without an owner came or went: look for orphans to forget.
     pub orphans_dirty: bool,
+    /// When a list of the namespace's Jobs last completed: a Job it did not contain does not exist.
+    pub jobs_listed_at: Option<Ts>,
 }
 
 fn step_key(p: StepPosition, unknown_attempt: u32) -> crate::engine::facts::StepKey {
@@ -61,6 +63,7 @@ impl Namespace {
             waiting_pods: HashMap::new(),
             gauges: GaugeIndex::default(),
             orphans_dirty: false,
+            jobs_listed_at: None,
         }
     }
 
@@ -331,6 +334,7 @@ impl Namespace {
             .collect();
         let mut dirty = Vec::new();
         self.orphans_dirty = true;
+        self.jobs_listed_at = Some(gap.at);
         for uid in vanished {
             if let Some(job) = self.jobs.get_mut(&uid) {
                 job.gone = true;

@@ -67,6 +67,8 @@ pub(super) struct Step {
     pub terminal: Option<StepTerminal>,
     pub missing: Vec<MissingEvent>,
     pub emitted: bool,
+    /// Where the emitted `workflow.step` span starts: no later Job of the step may start before it.
+    pub span_start: Option<Ts>,
 }
 
 #[derive(Debug)]
@@ -89,6 +91,8 @@ pub(super) struct Run {
     /// Uids of the run's Jobs.
     pub jobs: Vec<Arc<str>>,
     pub root_emitted: bool,
+    /// When the root span was emitted (the run's lifecycle may complete a settle time after it).
+    pub root_emitted_at: Option<Ts>,
     /// Outside the backfill window: facts are counted when new, never exported.
     pub export: bool,
     /// The retention this run contributes to its namespace's gauge.
@@ -113,6 +117,7 @@ impl Run {
             history: Vec::new(),
             jobs: Vec::new(),
             root_emitted: false,
+            root_emitted_at: None,
             export,
             retention_counted: None,
         }

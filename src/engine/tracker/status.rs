@@ -63,6 +63,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
                     terminal: None,
                     missing: Vec::new(),
                     emitted: false,
+                    span_start: None,
                 });
                 run.steps.last_mut().expect("just pushed")
             }
