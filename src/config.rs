@@ -1,8 +1,8 @@
 //! Command line: every flag has a long name, an environment fallback and a default.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser, error::ErrorKind};
 
 use crate::{
     engine::{TrackerConfig, Ts},
@@ -66,13 +66,13 @@ pub struct EngineArgs {
     #[arg(long, env = "AGENTS_CONTROLLER_AGENTRUN_RETENTION_ZERO_TTL_MAX_SECONDS")]
     pub zero_ttl_retention: Option<String>,
     /// How long a verdict waits for a late event from another watch.
-    #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SETTLE", value_parser = DurationParser, default_value = "10s")]
     pub settle: Duration,
     /// After collection, how long a Job may go without a TTL before it counts as without one.
-    #[arg(long, env = "AGENTRUN_EXPORTER_TTL_GRACE", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_TTL_GRACE", value_parser = DurationParser, default_value = "5m")]
     pub ttl_grace: Duration,
     /// Runs already finished longer than this before start-up export no spans.
-    #[arg(long, env = "AGENTRUN_EXPORTER_BACKFILL_WINDOW", value_parser = parse_duration, default_value = "6h")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_BACKFILL_WINDOW", value_parser = DurationParser, default_value = "6h")]
     pub backfill_window: Duration,
 }
 
@@ -101,16 +101,16 @@ impl EngineArgs {
 pub struct ExportArgs {
     /// Memory for spans waiting to be exported (kept and retried while the OTLP backend is unreachable);
     /// past it the oldest are dropped.
-    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_SIZE", value_parser = NoEcho(parse_bytes), default_value = "64MiB")]
     pub span_buffer_size: u64,
     /// Spans not delivered this long after they were finished are dropped.
-    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", value_parser = parse_positive_duration, default_value = "15m")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SPAN_BUFFER_MAX_AGE", value_parser = NoEcho(parse_positive_duration), default_value = "15m")]
     pub span_buffer_max_age: Duration,
     /// Timeout of one OTLP span export attempt.
-    #[arg(long, env = "AGENTRUN_EXPORTER_EXPORT_TIMEOUT", value_parser = parse_positive_duration, default_value = "5s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_EXPORT_TIMEOUT", value_parser = NoEcho(parse_positive_duration), default_value = "5s")]
     pub export_timeout: Duration,
     /// How long shutdown keeps sending held spans (keep it under the pod's termination grace period).
-    #[arg(long, env = "AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "15s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_SHUTDOWN_TIMEOUT", value_parser = DurationParser, default_value = "15s")]
     pub shutdown_timeout: Duration,
     /// Namespaces every metric must hold series for; sets the cardinality limit (× 6 series each).
     #[arg(long, env = "AGENTRUN_EXPORTER_MAX_NAMESPACES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = telemetry::DEFAULT_MAX_NAMESPACES as u64)]
@@ -140,9 +140,38 @@ pub struct WatchArgs {
     #[arg(long, env = "AGENTRUN_EXPORTER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
     pub export: ExportArgs,
+}
+
+/// Limits of the `/metrics` server: hostile or broken clients must not keep a scrape from being answered.
+#[derive(Debug, Args, Clone)]
+pub struct HttpArgs {
+    /// A request's headers must arrive within this; it also closes a keep-alive connection that sends no
+    /// next request for as long.
+    #[arg(long, env = "AGENTRUN_EXPORTER_HTTP_HEADER_TIMEOUT", value_parser = DurationParser, default_value = "10s")]
+    pub http_header_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is closed (a client that stops
+    /// reading its response).
+    #[arg(long, env = "AGENTRUN_EXPORTER_HTTP_IDLE_TIMEOUT", value_parser = DurationParser, default_value = "60s")]
+    pub http_idle_timeout: Duration,
+    /// Open connections at most; past it, the connection least recently active is closed for the new one.
+    #[arg(long, env = "AGENTRUN_EXPORTER_HTTP_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        HttpArgs {
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            http_max_connections: 256,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,17 +180,19 @@ pub struct DemoArgs {
     #[arg(long, env = "AGENTRUN_DEMO_RUNS")]
     pub runs: Option<u64>,
     /// Simulated seconds per real second.
-    #[arg(long, env = "AGENTRUN_DEMO_SPEED", default_value_t = 50.0)]
+    #[arg(long, env = "AGENTRUN_DEMO_SPEED", default_value_t = 50.0, value_parser = PositiveParser { max: MAX_SPEED })]
     pub speed: f64,
     /// Seed of the simulation (same seed, same runs).
     #[arg(long, env = "AGENTRUN_DEMO_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Simulated seconds between new runs.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 8.0, value_parser = PositiveParser { max: MAX_ARRIVAL_SECS })]
     pub arrival: f64,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, env = "AGENTRUN_EXPORTER_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Also write the simulated watch events as JSON Lines (what `record` writes).
     #[arg(long)]
     pub record: Option<PathBuf>,
@@ -198,33 +229,121 @@ pub struct RecordArgs {
     pub scope: ScopeArgs,
 }
 
-/// `90s`, `5m`, `6h`, `1d`, or plain seconds.
+/// The longest duration any flag accepts: every duration becomes milliseconds in an `i64` and times in
+/// `Ts`, so an unbounded one would overflow; no wait of this exporter makes sense beyond a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+/// Simulated seconds per real second, at most (a day per second).
+pub const MAX_SPEED: f64 = 86_400.0;
+/// Simulated seconds between runs, at most (a day).
+pub const MAX_ARRIVAL_SECS: f64 = 86_400.0;
+
+const DURATION_FORM: &str =
+    "expected a duration such as 500ms, 10s, 5m, 6h or 1d (plain numbers are seconds), at most 366d";
+
+/// `90s`, `5m`, `6h`, `1d`, or plain seconds; finite, not negative, at most [`MAX_DURATION`]. The error
+/// never repeats the input (an environment value can be anything).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 5m, 6h)"))?;
+    let value: f64 = num.parse().map_err(|_| DURATION_FORM.to_string())?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+        _ => return Err(format!("unknown unit; {DURATION_FORM}")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("too long; {DURATION_FORM}")),
+    }
+}
+
+/// The flag an error is about, as the user typed it.
+fn flag_name(arg: Option<&clap::Arg>) -> String {
+    arg.and_then(|a| a.get_long().map(|l| format!("--{l}")))
+        .or_else(|| arg.map(|a| a.get_id().to_string()))
+        .unwrap_or_else(|| "a value".into())
+}
+
+/// clap's own "invalid value" error repeats the value; these say the flag and the expected form only.
+fn invalid(cmd: &clap::Command, arg: Option<&clap::Arg>, why: &str) -> clap::Error {
+    clap::Error::raw(ErrorKind::InvalidValue, format!("invalid value for {}: {why}\n", flag_name(arg)))
+        .with_cmd(cmd)
+}
+
+/// [`parse_duration`] as a clap value parser.
+#[derive(Clone, Copy, Debug)]
+pub struct DurationParser;
+
+impl TypedValueParser for DurationParser {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let text = value.to_str().ok_or_else(|| invalid(cmd, arg, &format!("not UTF-8; {DURATION_FORM}")))?;
+        parse_duration(text).map_err(|why| invalid(cmd, arg, &why))
+    }
+}
+
+/// A finite number above zero and at most `max` (a simulated clock that can move).
+#[derive(Clone, Copy, Debug)]
+pub struct PositiveParser {
+    pub max: f64,
+}
+
+impl TypedValueParser for PositiveParser {
+    type Value = f64;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<f64, clap::Error> {
+        let form = format!("expected a number above 0 and at most {}", self.max);
+        match value.to_str().and_then(|t| t.trim().parse::<f64>().ok()) {
+            Some(v) if v.is_finite() && v > 0.0 && v <= self.max => Ok(v),
+            _ => Err(invalid(cmd, arg, &form)),
+        }
+    }
+}
+
+/// Any `fn(&str) -> Result<T, String>` as a clap value parser whose error names the flag and never repeats the
+/// value (the parsers' own messages do not either).
+#[derive(Clone, Copy)]
+pub struct NoEcho<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for NoEcho<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_str().ok_or_else(|| invalid(cmd, arg, "not UTF-8"))?;
+        (self.0)(text).map_err(|why| invalid(cmd, arg, &why))
+    }
 }
 
 /// A duration above zero.
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
-        .and_then(|d| if d.is_zero() { Err(format!("{s:?}: must be above zero")) } else { Ok(d) })
+        .and_then(|d| if d.is_zero() { Err(format!("must be above zero; {DURATION_FORM}")) } else { Ok(d) })
 }
 
 /// `64MiB`, `512KiB`, `1GiB`, `10MB`, or plain bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let value: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64MiB)"))?;
+    let value: u64 = num.parse().map_err(|_| "expected a size such as 64MiB".to_string())?;
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -233,11 +352,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        _ => return Err("unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)".into()),
     };
-    let bytes = value.checked_mul(scale).ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = value.checked_mul(scale).ok_or("too large")?;
     if bytes == 0 {
-        return Err(format!("{s:?}: must be above zero"));
+        return Err("must be above zero".into());
     }
     Ok(bytes)
 }
@@ -254,6 +373,12 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        for bad in ["367d", "18446744073709551616", "18446744073709551616s", "1e30", "NaN", "inf", "-5s", ""]
+        {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("expected a duration"), "{bad}: {err}");
+        }
     }
 
     #[test]

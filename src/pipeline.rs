@@ -15,6 +15,11 @@ pub struct Pipeline {
     summary: Option<Summary>,
     completed_runs: u64,
     just_completed: Vec<RunSummary>,
+    gauge_refreshes: u64,
+    /// The simulated second of the last gauge refresh, the events since, and its cost (objects walked).
+    gauge_second: i64,
+    events_since_gauges: usize,
+    gauge_cost: usize,
 }
 
 impl Pipeline {
@@ -26,6 +31,10 @@ impl Pipeline {
             summary: None,
             completed_runs: 0,
             just_completed: Vec::new(),
+            gauge_refreshes: 0,
+            gauge_second: i64::MIN,
+            events_since_gauges: 0,
+            gauge_cost: 0,
         }
     }
 
@@ -46,8 +55,35 @@ impl Pipeline {
     pub fn tick(&mut self, now: Ts) {
         let facts = self.tracker.tick(now);
         self.dispatch(facts);
+        self.refresh_gauges(now);
+    }
+
+    /// A replay's clock, before each event: verdicts settle at once (cheap, timer-driven), but the gauges,
+    /// which walk all state, are refreshed only when the clock enters a new second and at least
+    /// `state / 64` events have passed since the last refresh, so their cost stays linear in events however
+    /// many runs are open. `flush` refreshes them at the end.
+    pub fn advance(&mut self, now: Ts) {
+        let facts = self.tracker.tick(now);
+        self.dispatch(facts);
+        self.events_since_gauges += 1;
+        let second = now.0.div_euclid(1000);
+        if second != self.gauge_second && self.events_since_gauges.saturating_mul(64) >= self.gauge_cost {
+            self.refresh_gauges(now);
+        }
+    }
+
+    fn refresh_gauges(&mut self, now: Ts) {
         let gauges = self.tracker.gauges(now);
+        self.gauge_cost = gauges.tracked_runs + gauges.tracked_jobs + gauges.tracked_pods;
         self.telemetry.metrics.set_live(gauges);
+        self.gauge_refreshes += 1;
+        self.gauge_second = now.0.div_euclid(1000);
+        self.events_since_gauges = 0;
+    }
+
+    /// How often the gauges were computed (each walks all state).
+    pub fn gauge_refreshes(&self) -> u64 {
+        self.gauge_refreshes
     }
 
     /// Settles everything still waiting (end of a replay or a demo).
@@ -55,8 +91,7 @@ impl Pipeline {
         let facts = self.tracker.flush();
         self.dispatch(facts);
         let now = self.tracker.now();
-        let gauges = self.tracker.gauges(now);
-        self.telemetry.metrics.set_live(gauges);
+        self.refresh_gauges(now);
     }
 
     fn dispatch(&mut self, facts: Vec<Emitted>) {
@@ -93,5 +128,49 @@ impl Pipeline {
     pub fn finish(self) -> Option<Summary> {
         self.telemetry.shutdown();
         self.summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        engine::TrackerConfig,
+        source::demo::{DemoConfig, Simulator},
+        telemetry::{self, TracesDefault},
+    };
+
+    /// A replay refreshes the gauges (a walk of all state) at most once per simulated second, and less
+    /// often when the state is large, so its cost stays linear in events.
+    #[test]
+    fn replay_refreshes_gauges_per_simulated_second_not_per_event() {
+        let mut sim =
+            Simulator::new(DemoConfig { runs: Some(300), seed: 3, arrival_secs: 0.01, start: Ts(0) });
+        let mut observations = Vec::new();
+        while sim.next_at().is_some() {
+            observations.extend(sim.step());
+        }
+        let telemetry = telemetry::init(
+            TracesDefault::OtlpIfConfigured,
+            Box::new(std::io::sink()),
+            &telemetry::Settings::default(),
+        )
+        .unwrap();
+        let mut pipeline =
+            Pipeline::new(Tracker::new(TrackerConfig::default()), UpstreamConfig::default(), telemetry);
+        let (first, last) = (observations[0].at, observations[observations.len() - 1].at);
+        let seconds = (last.0 / 1000 - first.0 / 1000 + 1) as u64;
+        let events = observations.len() as u64;
+        assert!(events > 4 * seconds, "the test needs several events per second: {events} in {seconds} s");
+        for obs in observations {
+            pipeline.advance(obs.at);
+            pipeline.observe(obs);
+        }
+        pipeline.flush();
+        assert!(
+            pipeline.gauge_refreshes() <= seconds + 1,
+            "{} gauge refreshes for {events} events over {seconds} simulated seconds",
+            pipeline.gauge_refreshes()
+        );
     }
 }

@@ -86,7 +86,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), ready.clone());
-    let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
+    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
 
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let tasks = spawn_watches(client, &scope, tx, telemetry.metrics.clone(), ready);
@@ -150,10 +150,7 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let capture = replay::read_files(&args.files)?;
-    for s in &capture.skipped {
-        warn!("{s}");
-    }
+    let mut merged = replay::Merged::open(&args.files)?;
     let telemetry = telemetry::init(
         TracesDefault::OtlpIfConfigured,
         Box::new(std::io::stderr()),
@@ -163,10 +160,27 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     cfg.backfill_window_ms = None;
     let mut pipeline =
         Pipeline::new(Tracker::new(cfg), args.engine.upstream_config(), telemetry).with_summary();
-    let events = capture.observations.len();
-    for obs in capture.observations {
-        pipeline.tick(obs.at);
-        pipeline.observe(obs);
+    let (mut events, mut skipped, mut warnings) = (0u64, 0u64, 0u64);
+    // Streamed: one event in memory at a time, besides the merge's reorder windows.
+    for item in merged.by_ref() {
+        match item {
+            replay::Replayed::Observation(obs) => {
+                events += 1;
+                pipeline.advance(obs.at);
+                pipeline.observe(obs);
+            }
+            replay::Replayed::Skipped(s) => {
+                skipped += 1;
+                warn!("{s}");
+            }
+            replay::Replayed::Warning(w) => {
+                warnings += 1;
+                warn!("{w}");
+            }
+        }
+    }
+    if let Some(e) = merged.take_error() {
+        warn!("{e}; the events read before it are replayed");
     }
     pipeline.flush();
     let summary = finish(pipeline).await.unwrap_or_default();
@@ -175,7 +189,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         SummaryFormat::Json => summary.to_json_lines(),
     };
     print!("{text}");
-    info!(events, skipped = capture.skipped.len(), runs = summary.len(), "replayed");
+    info!(events, skipped, warnings, runs = summary.len(), "replayed");
     Ok(())
 }
 
@@ -197,7 +211,6 @@ fn demo_line(done: u64, total: Option<u64>, r: &RunSummary) -> String {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.speed > 0.0, "--speed must be positive");
     let telemetry = telemetry::init(
         TracesDefault::OtlpElseConsole,
         Box::new(std::io::stdout()),
@@ -206,15 +219,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), Arc::new(AlwaysReady));
-    let server = tokio::spawn(http::serve(listener, router, shutdown_signal()));
+    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
     println!(
         "demo: simulated cluster at {}x real time; metrics on http://{}/metrics",
         args.speed, args.metrics_addr
     );
 
     // The simulated clock is back-dated so that it never runs ahead of the wall clock.
+    // Bounded: `--runs` is any u64, and a clock back-dated past a year only makes times absurd.
     let backdate = match args.runs {
-        Some(n) => Simulator::expected_span_secs(n, args.arrival),
+        Some(n) => Simulator::expected_span_secs(n, args.arrival).min(366.0 * 86_400.0),
         None => 6.0 * 3600.0,
     };
     let start = Ts::now().add_millis(-(backdate * 1000.0) as i64);

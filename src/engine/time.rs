@@ -44,8 +44,14 @@ impl Ts {
         t.unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
+    /// Saturating at jiff's range (years -9999..=9999): a far-future time must not become 1970, which
+    /// would put it before everything else.
     pub fn to_timestamp(self) -> jiff::Timestamp {
-        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(if self.0 > 0 {
+            jiff::Timestamp::MAX
+        } else {
+            jiff::Timestamp::MIN
+        })
     }
 
     pub fn from_timestamp(t: jiff::Timestamp) -> Self {
@@ -63,7 +69,10 @@ impl serde::Serialize for Ts {
 impl<'de> serde::Deserialize<'de> for Ts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ts::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+        // invalid_value, not a custom message: callers that log it can drop the value and keep the type.
+        Ts::parse(&s).ok_or_else(|| {
+            serde::de::Error::invalid_value(serde::de::Unexpected::Str(&s), &"an RFC 3339 time")
+        })
     }
 }
 
@@ -131,6 +140,31 @@ mod tests {
         assert_eq!(Ts::parse("2026-08-20T12:00:01Z"), Some(Ts(1_787_227_201_000)));
         assert_eq!(Ts::parse("2026-08-20T12:00:01.412Z"), Some(Ts(1_787_227_201_412)));
         assert_eq!(Ts::parse("yesterday"), None);
+    }
+
+    /// Times anywhere in the i64 range: no panic, order kept through every conversion.
+    #[test]
+    fn extreme_times_keep_their_order() {
+        let times = [
+            Ts(i64::MIN),
+            Ts(-62_135_596_800_001),
+            Ts(0),
+            Ts(1_787_227_201_000),
+            Ts(253_402_300_800_000),
+            Ts(i64::MAX),
+        ];
+        for w in times.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            assert!(a.to_timestamp() <= b.to_timestamp(), "{a:?} {b:?}");
+            assert!(a.to_system_time() <= b.to_system_time(), "{a:?} {b:?}");
+            assert!(b.secs_since(a) >= 0.0 && b.secs_since(a).is_finite());
+            assert!(!a.to_string().is_empty());
+        }
+        assert!(Ts(i64::MAX).to_timestamp() > Ts(0).to_timestamp());
+        assert!(Ts(i64::MIN).to_timestamp() < Ts(0).to_timestamp());
+        assert_eq!(Ts(i64::MAX).add_secs(i64::MAX), Ts(i64::MAX));
+        assert_eq!(Ts(i64::MIN).add_millis(i64::MIN), Ts(i64::MIN));
+        assert_eq!(Ts::from_secs(i64::MIN), Ts(i64::MIN));
     }
 
     #[test]
