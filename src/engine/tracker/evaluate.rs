@@ -39,6 +39,9 @@ enum Verdict {
 
 impl Namespace {
     pub fn evaluate(&mut self, run_uid: &str, ctx: &mut Ctx, listing: bool) {
+        if self.done.get(run_uid).and_then(|d| d.expires).is_some_and(|e| e <= ctx.now) {
+            self.done.remove(run_uid);
+        }
         let Some(run) = self.runs.get(run_uid) else { return };
         for job_uid in run.jobs.clone() {
             self.evaluate_job(run_uid, &job_uid, ctx);
@@ -240,7 +243,12 @@ impl Namespace {
             ctx.deadlines.schedule(wait_until, &(self.name.clone(), run_uid.into()));
             return;
         }
-        let Some(run) = self.forget_run(run_uid) else { return };
+        // A deleted run's tombstone outlives what a lagging watch may still deliver, then goes.
+        let tombstone_until = ctx.now.add_millis(ctx.cfg.settle_ms.saturating_mul(6));
+        let Some(run) = self.forget_run(run_uid, tombstone_until) else { return };
+        if run.gone {
+            ctx.deadlines.schedule(tombstone_until, &(self.name.clone(), run_uid.into()));
+        }
         let at = ctx.now.max(ctx.cfg.count_since);
         push(ctx, run.export, at, Fact::RunComplete { run: run.info.clone() });
     }
@@ -381,7 +389,9 @@ fn margin(job: &mut JobTrack, run: &RunView) -> Verdict {
     };
     let margin_seconds = ttl.seconds as f64 - c.at.not_before(fin.at).at.secs_since(fin.at);
     job.emitted.set(Flags::MARGIN);
-    let exceeded = margin_seconds < 0.0 && !job.emitted.has(Flags::EXCEEDED);
+    // A write that found the Job missing says it was deleted before collection: its `job.ttl` verdict counts
+    // it (when the TTL did it), whichever of the two facts comes first.
+    let exceeded = margin_seconds < 0.0 && !c.missing() && !job.emitted.has(Flags::EXCEEDED);
     if exceeded {
         job.emitted.set(Flags::EXCEEDED);
     }
@@ -401,7 +411,9 @@ fn gone(job: &mut JobTrack, run: &RunView, ctx: &Ctx) -> Verdict {
     let collected_ok = run.consumption.as_ref().is_some_and(|c| !c.missing())
         || job.ttl.is_some_and(|t| t.applied == TtlApplied::AfterCollection);
     let wait_until = job.deletion_noticed.unwrap_or(ctx.now).add_millis(ctx.cfg.settle_ms);
-    if !collected_ok && run.deleted.is_none() && ctx.now < wait_until {
+    // Also for the consuming write a TTL patch proves (its margin goes on this fact): it may still be on its way.
+    let consumption_pending = run.consumption.is_none() && finished.is_some();
+    if (!collected_ok || consumption_pending) && run.deleted.is_none() && ctx.now < wait_until {
         return Verdict::WaitUntil(wait_until);
     }
     let floor = finished.map(|f| f.at).or(job.clamped.started.map(|s| s.at)).unwrap_or(run.created);
@@ -428,8 +440,12 @@ fn gone(job: &mut JobTrack, run: &RunView, ctx: &Ctx) -> Verdict {
         job.emitted.set(Flags::EXCEEDED);
     }
     job.emitted.set(Flags::GONE);
+    // Deleted before collection, the margin is known only when (if ever) the controller finds it missing: it
+    // goes on that fact, not on this one, so this fact does not depend on which came first.
     let margin_seconds = match (finished, run.consumption.as_ref(), job.ttl) {
-        (Some(f), Some(c), Some(t)) => Some(t.seconds as f64 - c.at.not_before(f.at).at.secs_since(f.at)),
+        (Some(f), Some(c), Some(t)) if !before_collection => {
+            Some(t.seconds as f64 - c.at.not_before(f.at).at.secs_since(f.at))
+        }
         _ => None,
     };
     let fact = Fact::JobGone {
@@ -442,7 +458,8 @@ fn gone(job: &mut JobTrack, run: &RunView, ctx: &Ctx) -> Verdict {
         margin_seconds,
         before_collection,
         cause,
-        run_finished: run.finished,
+        // Only a deletion with the run tells a cancel from retention.
+        run_finished: cause == DeletionCause::WithRun && run.finished,
         exceeded,
     };
     Verdict::Emit(deleted.at, fact)

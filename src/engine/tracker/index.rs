@@ -428,15 +428,17 @@ impl Namespace {
 
     /// Forgets a run whose lifecycle is complete, with its Jobs and Pods; keeps a tombstone while the AgentRun
     /// exists.
-    pub fn forget_run(&mut self, run_uid: &str) -> Option<Box<Run>> {
+    pub fn forget_run(&mut self, run_uid: &str, tombstone_until: Ts) -> Option<Box<Run>> {
         let run = self.runs.remove(run_uid)?;
         for job_uid in &run.jobs {
             self.forget_job(job_uid);
         }
         self.run_by_name.remove(&run.info.name);
         self.gauges.replace_retention(run.retention_counted, None);
-        if !run.gone {
-            self.done.insert(run_uid.into(), DoneRun { retention: run.retention });
+        if run.gone {
+            self.done.insert(run_uid.into(), DoneRun { retention: None, expires: Some(tombstone_until) });
+        } else {
+            self.done.insert(run_uid.into(), DoneRun { retention: run.retention, expires: None });
             self.gauges.replace_retention(None, run.retention);
         }
         Some(run)

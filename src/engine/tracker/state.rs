@@ -257,11 +257,13 @@ pub(super) struct PodTrack {
     pub emitted: bool,
 }
 
-/// A finished run whose lifecycle is complete, kept while its AgentRun exists so late events neither re-create
-/// it nor re-emit its spans; it also still counts for the retention gauge.
+/// A run whose lifecycle is complete, kept so late events neither re-create it nor re-emit its spans: while
+/// its AgentRun exists (it still counts for the retention gauge), or, once deleted, until `expires` (a
+/// lagging watch may still deliver an event of it).
 #[derive(Debug)]
 pub(super) struct DoneRun {
     pub retention: Option<i64>,
+    pub expires: Option<Ts>,
 }
 
 /// Pushes without the default growth to four elements: most runs have one Job and a Job one Pod.
