@@ -1,6 +1,8 @@
 //! A small Kubernetes API server that speaks list and watch over real HTTP, scripted per collection:
 //! each watch request takes the next scripted response (events streamed line by line, then the stream
 //! closes, sends a 410 `ERROR` event, or stays open), and lists return the collection's current items.
+//! An open watch also streams what is published to its collection while it is open, and ends with a 410
+//! when the collection is expired (for benchmarks: churn at a rate, relists on demand).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -37,8 +39,19 @@ pub struct WatchScript {
 #[derive(Default)]
 pub struct Collection {
     pub items: Vec<Value>,
+    /// Items already serialized, served after `items` (large collections: no value trees to keep or encode).
+    pub raw_items: Arc<Vec<String>>,
     pub resource_version: u64,
     pub watches: VecDeque<WatchScript>,
+}
+
+/// What an open watch receives besides its script.
+#[derive(Clone, Debug)]
+enum Live {
+    /// One serialized watch event.
+    Event(Arc<str>),
+    /// End the watch with a 410 `ERROR` event.
+    Expire,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +59,7 @@ pub struct FakeApi {
     pub collections: Arc<Mutex<HashMap<String, Collection>>>,
     /// Every request, as `path?query`.
     pub requests: Arc<Mutex<Vec<String>>>,
+    live: Arc<Mutex<HashMap<String, tokio::sync::broadcast::Sender<Live>>>>,
 }
 
 pub fn event(kind: &str, object: Value) -> Value {
@@ -58,10 +72,42 @@ pub fn bookmark(api_version: &str, kind: &str, rv: u64) -> Value {
 
 impl FakeApi {
     pub fn set(&self, path: &str, items: Vec<Value>, resource_version: u64, watches: Vec<WatchScript>) {
-        self.collections
+        self.collections.lock().unwrap().insert(
+            path.to_string(),
+            Collection { items, resource_version, watches: watches.into(), ..Collection::default() },
+        );
+    }
+
+    /// A collection of items already serialized (one JSON object each).
+    pub fn set_raw(&self, path: &str, items: Vec<String>, resource_version: u64) {
+        self.collections.lock().unwrap().insert(
+            path.to_string(),
+            Collection { raw_items: Arc::new(items), resource_version, ..Collection::default() },
+        );
+    }
+
+    fn live(&self, path: &str) -> tokio::sync::broadcast::Sender<Live> {
+        self.live
             .lock()
             .unwrap()
-            .insert(path.to_string(), Collection { items, resource_version, watches: watches.into() });
+            .entry(path.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(65_536).0)
+            .clone()
+    }
+
+    /// Streams one event (as [`event`] builds it) to every watch of `path` that is open now.
+    pub fn publish(&self, path: &str, event: &Value) {
+        let _ = self.live(path).send(Live::Event(watch_line(event).into()));
+    }
+
+    /// Ends every open watch of `path` with a 410 Expired, so the watcher relists.
+    pub fn expire_watches(&self, path: &str) {
+        let _ = self.live(path).send(Live::Expire);
+    }
+
+    /// Watches of `path` requested so far.
+    pub fn watch_requests(&self, path: &str) -> usize {
+        self.requests_to(path).iter().filter(|r| r.contains("watch=true") || r.contains("watch=1")).count()
     }
 
     pub fn update(&self, path: &str, f: impl FnOnce(&mut Collection)) {
@@ -99,34 +145,72 @@ async fn handle(State(api): State<FakeApi>, uri: Uri) -> Response {
         let limit =
             param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
         let start = param("continue").and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-        let end = start.saturating_add(limit).min(c.items.len());
+        let total = c.items.len() + c.raw_items.len();
+        let end = start.saturating_add(limit).min(total);
         let mut metadata = json!({ "resourceVersion": c.resource_version.to_string() });
-        if end < c.items.len() {
+        if end < total {
             metadata["continue"] = json!(end.to_string());
         }
-        let body = json!({ "apiVersion": "v1", "kind": "List", "metadata": metadata, "items": &c.items[start.min(end)..end] });
-        return json_response(StatusCode::OK, body);
+        let (items, raw) = (&c.items, c.raw_items.clone());
+        let mut body = format!(r#"{{"apiVersion":"v1","kind":"List","metadata":{metadata},"items":["#);
+        for i in start.min(end)..end {
+            if i > start {
+                body.push(',');
+            }
+            match items.get(i) {
+                Some(v) => body.push_str(&v.to_string()),
+                None => body.push_str(&raw[i - items.len()]),
+            }
+        }
+        body.push_str("]}");
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     }
     let script = c.watches.pop_front().unwrap_or(WatchScript { events: Vec::new(), end: WatchEnd::Hang });
     drop(collections);
+    // Subscribed before the response is sent: nothing published after the watch request is missed.
+    let live = api.live(&path).subscribe();
     let mut lines: Vec<Result<String, std::io::Error>> =
-        script.events.iter().map(|e| Ok(format!("{e}\n"))).collect();
+        script.events.iter().map(|e| Ok(format!("{}\n", watch_line(e)))).collect();
     if let WatchEnd::Expired = script.end {
-        let err = json!({ "type": "ERROR", "object": status(410, "Expired", "too old resource version") });
-        lines.push(Ok(format!("{err}\n")));
+        lines.push(Ok(expired_line()));
     }
     let head = futures::stream::iter(lines);
     let body = match script.end {
-        WatchEnd::Hang => Body::from_stream(futures::StreamExt::chain(
-            head,
-            futures::stream::once(async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok::<_, std::io::Error>(String::new())
-            }),
-        )),
+        WatchEnd::Hang => {
+            use tokio::sync::broadcast::error::RecvError;
+            let tail = futures::stream::unfold(Some(live), |rx| async move {
+                let mut rx = rx?;
+                loop {
+                    match rx.recv().await {
+                        Ok(Live::Event(line)) => return Some((Ok(format!("{line}\n")), Some(rx))),
+                        Ok(Live::Expire) => return Some((Ok(expired_line()), None)),
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return None;
+                        }
+                    }
+                }
+            });
+            Body::from_stream(futures::StreamExt::chain(head, tail))
+        }
         _ => Body::from_stream(head),
     };
     Response::builder().header("content-type", "application/json").body(body).unwrap()
+}
+
+fn expired_line() -> String {
+    let err = json!({ "type": "ERROR", "object": status(410, "Expired", "too old resource version") });
+    format!("{}\n", watch_line(&err))
+}
+
+/// A watch event as the API server writes it: `type` before `object` (kube decodes the object straight
+/// from the line only in that order; a map serialized here would put `object` first).
+fn watch_line(e: &Value) -> String {
+    match (e.get("type"), e.get("object")) {
+        (Some(t), Some(o)) => format!(r#"{{"type":{t},"object":{o}}}"#),
+        _ => e.to_string(),
+    }
 }
 
 fn json_response(code: StatusCode, body: Value) -> Response {
