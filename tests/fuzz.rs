@@ -551,3 +551,24 @@ fn known_deleted_run_resurrected_by_a_late_event() {
         panic!("{e}");
     }
 }
+
+/// 5. A Pod emitted while its Job had only a creation time, then the Job's start time came: `pod.run` started
+///    before its `job.run` parent. Pods now wait until the `job.run` start is fixed.
+#[test]
+fn known_pod_before_its_job() {
+    let case = EngineCase {
+        seed: 9580957063666826029,
+        runs: 1,
+        arrival: 1,
+        corruptions: vec![
+            (3174711983298012459, 0, 0),
+            (153763171036771, 7, 0),
+            (10330948274991969942, 4, 1488696652964215679),
+        ],
+        interleave: 0,
+    };
+    let scope = InstrumentationScope::builder("fuzz").build();
+    if let Err(e) = check_engine(&case, &scope) {
+        panic!("{e}");
+    }
+}

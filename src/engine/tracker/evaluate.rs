@@ -127,7 +127,15 @@ impl Namespace {
             }
         }
         let pods = job.pods.clone();
-        let job_started = job.clamped.started.or(job.clamped.created);
+        // Pods start inside the Job's `job.run`, whose start is fixed once it has a start time, or once the span
+        // was emitted without one (finished or deleted first).
+        let job_started = if job.emitted.has(Flags::PENDING) {
+            job.clamped.started
+        } else if job.emitted.has(Flags::RUN) || job.emitted.has(Flags::GONE) {
+            job.clamped.created
+        } else {
+            None
+        };
         let jinfo = job.info.clone();
         for (at, fact) in facts {
             push(ctx, export, at, fact);
