@@ -7,16 +7,10 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, any_value::Value},
 };
 
-pub const SPAN_NAMES: [&str; 8] = [
-    "agentrun",
-    "workflow.step",
-    "job.submit",
-    "job.pending",
-    "job.run",
-    "pod.run",
-    "job.collect",
-    "job.ttl",
-];
+/// The span names of the telemetry catalogue (`docs/telemetry.toml`).
+pub fn span_names() -> Vec<&'static str> {
+    agentrun_lifecycle_exporter::catalogue::catalogue().span.iter().map(|s| s.name.as_str()).collect()
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlatSpan {
@@ -84,8 +78,9 @@ pub fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<FlatSpan> {
 /// parent; no negative span; the Job chain in causal order. Returns the number of traces.
 pub fn check_traces(spans: &[FlatSpan]) -> Result<usize, String> {
     let mut by_trace: HashMap<&str, Vec<&FlatSpan>> = HashMap::new();
+    let catalogued = span_names();
     for s in spans {
-        if !SPAN_NAMES.contains(&s.name.as_str()) {
+        if !catalogued.contains(&s.name.as_str()) {
             return Err(format!("unexpected span name {:?}", s.name));
         }
         if s.end_ns < s.start_ns {
