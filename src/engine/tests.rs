@@ -1062,3 +1062,30 @@ fn a_run_waits_for_the_jobs_its_status_named() {
     assert_eq!(h.gone("r-job").len(), 1);
     assert_eq!(h.count(|f| matches!(f, Fact::RunComplete { .. })), 1);
 }
+
+/// After a restart the Job list can come before the AgentRun list: a TTL found on a finished, collected Job is
+/// the one patched on after collection, whichever list came first (the spans must match the first process's).
+#[test]
+fn ttl_style_does_not_depend_on_which_list_came_first() {
+    for job_first in [true, false] {
+        let mut h = Harness::new();
+        let spec = RunSpec::job("agents", "r", "run-l");
+        let mut run = upstream::agentrun(&spec, t(0.0));
+        let mut job = upstream::job(&run, "job-l", None, None, t(1.0));
+        upstream::job_started(&mut job, t(1.0));
+        upstream::submitted(&mut run, &job, t(1.2));
+        upstream::job_finished(&mut job, false, t(10.0));
+        upstream::collected_job_runtime(&mut run, &job, t(11.0));
+        job.spec.ttl_seconds_after_finished = Some(600);
+        if job_first {
+            h.up(100.0, job.clone());
+            h.up(100.1, run.clone());
+        } else {
+            h.up(100.0, run.clone());
+            h.up(100.1, job.clone());
+        }
+        h.tick(200.0);
+        let ttl = h.collected("r-job")[0].3.expect("a TTL");
+        assert_eq!(ttl.applied, TtlApplied::AfterCollection, "job list first: {job_first}");
+    }
+}

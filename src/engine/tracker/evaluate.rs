@@ -109,6 +109,14 @@ impl Namespace {
         let Some(export) = self.runs.get(run_uid).map(|r| r.export) else { return };
         let Some(view) = self.run_view(run_uid, job_uid, ctx) else { return };
         let Some(job) = self.jobs.get_mut(job_uid) else { return };
+        // A TTL found on a finished Job (the lists after a restart come in any order) was patched on after
+        // collection when a write collected it: decided here, whichever list came first.
+        if job.ttl_found_on_finished
+            && let (Some(ttl), Some(c)) = (job.ttl.as_mut(), view.consumption.as_ref())
+            && !c.missing()
+        {
+            ttl.applied = TtlApplied::AfterCollection;
+        }
         let mut wake: Option<Ts> = None;
         let mut wait = |t: Ts| wake = Some(wake.map_or(t, |w: Ts| w.min(t)));
         if view.awaits_status && !job.emitted.has(Flags::SUBMIT) {

@@ -243,6 +243,7 @@ impl Namespace {
         }
         match (o.ttl, job.ttl) {
             (Some(secs), None) => {
+                job.ttl_found_on_finished = job.finish.is_some() && !job.seen_without_ttl;
                 let applied = if job.finish.is_some() && (job.seen_without_ttl || consumed) {
                     // Patched onto a finished Job (or first seen finished and collected): the current controller.
                     TtlApplied::AfterCollection
@@ -296,6 +297,7 @@ impl Namespace {
             finish: None,
             ttl: None,
             seen_without_ttl: false,
+            ttl_found_on_finished: false,
             attempt_unknown: o.step.is_some_and(|p| p.attempt.is_none()),
             first_seen: ctx.now,
             deletion: None,

@@ -211,6 +211,9 @@ pub(super) struct JobTrack {
     pub finish: Option<Finish>,
     pub ttl: Option<Ttl>,
     pub seen_without_ttl: bool,
+    /// First seen already finished and with a TTL (after a restart): whether the current controller patched
+    /// it on after collection is known once the consuming write is.
+    pub ttl_found_on_finished: bool,
     /// The attempt is not in the Job's name (hashed): it comes from the run's status.
     pub attempt_unknown: bool,
     pub first_seen: Ts,
