@@ -1089,3 +1089,60 @@ fn ttl_style_does_not_depend_on_which_list_came_first() {
         assert_eq!(ttl.applied, TtlApplied::AfterCollection, "job list first: {job_first}");
     }
 }
+
+/// After a restart the three lists arrive in any order: the step and root spans of a finished run wait for the
+/// Job list, so they carry the provider its Jobs are labelled with and the steps start at their Jobs' submits,
+/// whichever list came first.
+#[test]
+fn step_and_root_spans_do_not_depend_on_which_list_came_first() {
+    let mut seen = Vec::new();
+    for job_first in [true, false] {
+        let mut h = Harness::with(TrackerConfig { count_since: t(500.0), ..TrackerConfig::default() });
+        let spec = RunSpec::workflow("agents", "wf", "run-q", &["plan", "implement"]);
+        let mut run = upstream::agentrun(&spec, t(0.0));
+        upstream::workflow_pending(&mut run, &["plan", "implement"]);
+        let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
+        upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
+        upstream::job_finished(&mut j1, false, t(20.0));
+        let mut j2 = step_job(&run, "j2", 2, 1, 20.5);
+        upstream::step_collected(&mut run, 1, "plan", &j1, false, t(21.0));
+        upstream::step_running(&mut run, 2, "implement", 1, &j2, t(21.0));
+        upstream::job_finished(&mut j2, false, t(40.0));
+        upstream::step_collected(&mut run, 2, "implement", &j2, false, t(41.0));
+        upstream::workflow_finished(&mut run, false, t(41.0));
+        for kind in [Kind::Job, Kind::Pod] {
+            h.change(500.0, Change::RelistBegin { kind, namespace: None });
+        }
+        if job_first {
+            h.up(500.1, j1.clone());
+            h.up(500.2, j2.clone());
+            h.up(500.3, run.clone());
+        } else {
+            h.up(500.1, run.clone());
+            h.up(500.2, j1.clone());
+            h.up(500.3, j2.clone());
+        }
+        h.change(500.4, Change::RelistEnd { kind: Kind::Job, namespace: None });
+        h.change(500.5, Change::RelistEnd { kind: Kind::Pod, namespace: None });
+        h.tick(600.0);
+        let spans: Vec<(String, Option<std::sync::Arc<str>>, Ts, Ts)> = h
+            .facts()
+            .filter_map(|f| match f {
+                Fact::StepFinished { run, name, start, end, .. } => {
+                    Some((name.to_string(), run.provider.clone(), start.at, end.at))
+                }
+                Fact::RunFinished { run, start, end, .. } => {
+                    Some(("agentrun".into(), run.provider.clone(), start.at, end.at))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spans.len(), 3, "two steps and the root, job list first: {job_first}");
+        assert!(
+            spans.iter().all(|s| s.1.as_deref() == Some("codex")),
+            "job list first: {job_first}: {spans:?}"
+        );
+        seen.push(spans);
+    }
+    assert_eq!(seen[0], seen[1], "the same spans whichever list came first");
+}

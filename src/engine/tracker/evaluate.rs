@@ -43,8 +43,12 @@ impl Namespace {
         for job_uid in run.jobs.clone() {
             self.evaluate_job(run_uid, &job_uid, ctx);
         }
-        self.evaluate_steps(run_uid, ctx);
-        self.evaluate_root(run_uid, ctx);
+        // Step and root spans carry what the run's Jobs tell (the provider, the steps' first submits): while its
+        // namespace's Jobs or Pods are being listed, they wait for the list to end.
+        if !listing {
+            self.evaluate_steps(run_uid, ctx);
+            self.evaluate_root(run_uid, ctx);
+        }
         if let Some(run) = self.runs.get(run_uid) {
             for job_uid in run.jobs.clone() {
                 self.refresh_job_gauge(&job_uid, ctx.cfg);
@@ -243,7 +247,9 @@ impl Namespace {
         }
         // The status named Jobs not seen yet (their watch lags): wait a settle time for them, unless a Job list
         // completed since, which shows they are gone.
-        let listed_since = self.jobs_listed_at.is_some_and(|t| Some(t) >= run.root_emitted_at);
+        // (The root may have waited for the Pod list after the Job list ended: the terminal write is what counts.)
+        let since = run.terminal.as_ref().map(|t| t.seen_at).or(run.root_emitted_at);
+        let listed_since = self.jobs_listed_at.is_some_and(|t| Some(t) >= since);
         let unseen = !listed_since
             && run
                 .referenced

@@ -241,8 +241,19 @@ impl Tracker {
                 Kind::Pod => namespace.reset_pods(&seen, gap),
             };
             if matches!(kind, Kind::Job | Kind::Pod) {
-                // Runs that waited for this list to complete.
-                dirty.extend(namespace.runs.iter().filter(|(_, r)| r.root_emitted).map(|(u, _)| u.clone()));
+                // Runs that waited for this list to complete: their step and root spans, or their completion.
+                dirty.extend(
+                    namespace
+                        .runs
+                        .iter()
+                        .filter(|(_, r)| {
+                            r.root_emitted
+                                || r.terminal.is_some()
+                                || r.deleted.is_some()
+                                || r.steps.iter().any(|s| s.terminal.is_some() && !s.emitted)
+                        })
+                        .map(|(u, _)| u.clone()),
+                );
             }
             dirty.sort();
             dirty.dedup();

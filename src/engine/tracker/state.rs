@@ -50,6 +50,8 @@ pub(super) struct RunTerminal {
     pub outcome: RunOutcome,
     pub at: Stamp,
     pub reason: Option<Arc<str>>,
+    /// When the terminal write was observed.
+    pub seen_at: Ts,
 }
 
 /// A step's terminal write.

@@ -129,7 +129,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
     match status.outcome {
         Some(o) if run.terminal.is_none() => {
             let at = write_time(run.seen_nonterminal, status.terminal_at);
-            run.terminal = Some(RunTerminal { outcome: o, at, reason });
+            run.terminal = Some(RunTerminal { outcome: o, at, reason, seen_at: now });
         }
         Some(_) => {}
         None => {
