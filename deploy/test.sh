@@ -75,7 +75,7 @@ if [[ -z $(grep -v '^\s*$' "$tmp/out" || true) ]]; then ok "default values rende
 "$helm" template t "$chart" -n agents -f "$here/ci/full-values.yaml" >"$tmp/full.yaml"
 ok "template with ci/full-values.yaml"
 ndash=$(find "$chart/dashboards" -maxdepth 1 -name '*.json' | wc -l)
-for kv in ServiceAccount:1 Role:2 RoleBinding:2 Service:1 Deployment:1 PodMonitor:1 PrometheusRule:1 ConfigMap:$ndash; do
+for kv in ServiceAccount:1 Role:3 RoleBinding:3 Service:1 Deployment:1 PodMonitor:1 PrometheusRule:1 ConfigMap:$ndash; do
   kind=${kv%%:*} n=${kv##*:}
   if count_is "$tmp/full.yaml" "^kind: $kind$" "$n"; then ok "full values: $n $kind"; else ko "full values: expected $n $kind, got $(grep -c "^kind: $kind$" "$tmp/full.yaml" || true)"; fi
 done
@@ -102,8 +102,8 @@ resources=$("$helm" template t "$chart" -n agents -f "$here/ci/full-values.yaml"
 if [[ $resources == "agentruns jobs pods " ]]; then ok "RBAC resources: $resources"; else ko "RBAC resources are not only agentruns, jobs, pods: $resources"; fi
 
 "$helm" template t "$chart" -n agents --set standalone.enabled=true,rbac.clusterScoped=true >"$tmp/cluster.yaml"
-if count_is "$tmp/cluster.yaml" '^kind: ClusterRole$' 1 && count_is "$tmp/cluster.yaml" '^kind: ClusterRoleBinding$' 1 && count_is "$tmp/cluster.yaml" '^kind: Role$' 0; then
-  ok "rbac.clusterScoped: one ClusterRole and ClusterRoleBinding, no Role"
+if count_is "$tmp/cluster.yaml" '^kind: ClusterRole$' 1 && count_is "$tmp/cluster.yaml" '^kind: ClusterRoleBinding$' 1 && count_is "$tmp/cluster.yaml" '^kind: Role$' 1; then
+  ok "rbac.clusterScoped: one ClusterRole and ClusterRoleBinding, one Role (the leader Lease)"
 else
   ko "rbac.clusterScoped"
 fi
@@ -365,11 +365,44 @@ expect_fail "rbac.serviceAccountName Roles must cover the namespaces the sidecar
   --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa
 "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true --set 'controller.namespaces={agents,agents-ci}' \
   --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa --set 'agentrun-lifecycle-exporter.exporter.namespaces={agents,agents-ci}' >"$tmp/rbac-ns.yaml"
-if count_is "$tmp/rbac-ns.yaml" '^kind: RoleBinding$' 2 && grep -qF -- '- "agents,agents-ci"' "$tmp/rbac-ns.yaml"; then
-  ok "rbac.serviceAccountName with exporter.namespaces: a RoleBinding per watched namespace"
+if count_is "$tmp/rbac-ns.yaml" '^kind: RoleBinding$' 3 && grep -qF -- '- "agents,agents-ci"' "$tmp/rbac-ns.yaml"; then
+  ok "rbac.serviceAccountName with exporter.namespaces: a RoleBinding per watched namespace, one for the leader Lease"
 else
   ko "rbac.serviceAccountName with exporter.namespaces"
 fi
+# The sidecar follows the controller's Lease: it reads that one Lease and gets the controller's election settings.
+lease_rule=$(python3 - "$tmp/rbac-ns.yaml" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-lease"):
+        print(d["metadata"]["namespace"], yaml.safe_dump(d["rules"], default_flow_style=True, width=1000).strip())
+PY
+)
+if [[ $lease_rule == "agents [{apiGroups: [coordination.k8s.io], resourceNames: [agents-controller-leader], resources: [leases], verbs: [get, list, watch]}]" ]]; then
+  ok "the leader Lease: get/list/watch on that one name in the Deployment's namespace"
+else
+  ko "the leader Lease rule: $lease_rule"
+fi
+sidecar_env=$(python3 - "$tmp/rbac-ns.yaml" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment":
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == "agentrun-lifecycle-exporter":
+                env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+                print(env.get("AGENTS_LEADER_ELECTION_ENABLED"), env.get("AGENTS_LEADER_ELECTION_LEASE_NAME"),
+                      env.get("AGENTS_LEADER_ELECTION_LEASE_NAMESPACE"), env.get("AGENTS_POD_UID"))
+PY
+)
+if [[ $sidecar_env == "true agents-controller-leader agents {'fieldRef': {'fieldPath': 'metadata.uid'}}" ]]; then
+  ok "the sidecar gets the controller's leader election and pod uid"
+else
+  ko "the sidecar's leader election env: $sidecar_env"
+fi
+expect_fail "a controller Lease the sidecar's Role does not grant" \
+  "the controller elects its leader on Lease agents/other, but agentrun-lifecycle-exporter.rbac.leaderLease grants reading agents/agents-controller-leader" \
+  "$helm" template agents "$parent" -n agents --set controllers.lifecycleExporter.enabled=true \
+  --set agentrun-lifecycle-exporter.rbac.serviceAccountName=agents-sa --set controller.leaderElection.leaseName=other
 expect_fail "the sidecar's TTL cannot be set apart from the controller's" "the sidecar copies the controller container's own variable" \
   "$helm" template agents "$parent" --set controllers.lifecycleExporter.enabled=true,controllers.lifecycleExporter.jobTtlSecondsAfterFinished=86400
 expect_fail "nor through extraEnv" "extraEnv sets AGENTS_CONTROLLER_AGENTRUN_RETENTION_SECONDS" \

@@ -145,6 +145,21 @@ pub struct WatchArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub export: ExportArgs,
+    /// With two controller replicas, only the exporter whose pod holds the controller's Lease exports spans
+    /// and counts; the other keeps the same state and takes over when the Lease moves. `auto`: follow when the
+    /// controller's environment (which the chart gives the sidecar) enables leader election and names the pod
+    /// (`HOSTNAME`, `AGENTS_POD_UID`); `off`: always lead (standalone).
+    #[arg(long, env = "AGENTRUN_EXPORTER_FOLLOW_LEADER", value_enum, default_value_t = FollowLeader::Auto)]
+    pub follow_leader: FollowLeader,
+    /// On shutdown while leading, how long to keep exporting until the controller hands its Lease over.
+    #[arg(long, env = "AGENTRUN_EXPORTER_HANDOVER_TIMEOUT", value_parser = DurationParser, default_value = "10s")]
+    pub handover_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FollowLeader {
+    Auto,
+    Off,
 }
 
 /// Limits of the `/metrics` server: hostile or broken clients must not keep a scrape from being answered.

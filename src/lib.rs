@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod leader;
 pub mod pipeline;
 pub mod run;
 pub mod sink;

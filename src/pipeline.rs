@@ -2,6 +2,7 @@
 
 use crate::{
     engine::{Emitted, Fact, Tracker, Ts},
+    leader::{Follower, LeaseState},
     sink::summary::{RunSummary, Summary},
     source::Observation,
     telemetry::Telemetry,
@@ -13,6 +14,8 @@ pub struct Pipeline {
     upstream: UpstreamConfig,
     telemetry: Telemetry,
     summary: Option<Summary>,
+    /// Following the controller's leader (watch mode with two replicas); `None`: always lead.
+    follower: Option<Follower>,
     completed_runs: u64,
     just_completed: Vec<RunSummary>,
     gauge_refreshes: u64,
@@ -29,6 +32,7 @@ impl Pipeline {
             upstream,
             telemetry,
             summary: None,
+            follower: None,
             completed_runs: 0,
             just_completed: Vec::new(),
             gauge_refreshes: 0,
@@ -42,6 +46,45 @@ impl Pipeline {
     pub fn with_summary(mut self) -> Self {
         self.summary = Some(Summary::default());
         self
+    }
+
+    /// Export and count only while this pod holds the controller's Lease.
+    pub fn following(mut self, follower: Follower) -> Self {
+        self.telemetry.metrics.set_leadership(false, 0);
+        self.follower = Some(follower);
+        self
+    }
+
+    /// Whether this exporter leads: it exports spans and counts.
+    pub fn leads(&self) -> bool {
+        self.follower.as_ref().is_none_or(Follower::leads)
+    }
+
+    /// This pod holds the controller's Lease.
+    pub fn holds_lease(&self) -> bool {
+        self.follower.as_ref().is_some_and(Follower::holds)
+    }
+
+    /// The controller's Lease was observed at `now`; when the Lease moved to this pod, sends what was held back.
+    pub fn lease(&mut self, now: Ts, lease: LeaseState) {
+        let Some(follower) = self.follower.as_mut() else { return };
+        let led = follower.leads();
+        let held = follower.observe(now, lease);
+        let leads = follower.leads();
+        if led != leads {
+            tracing::info!(identity = follower.identity(), leads, sent = held.len(), "leadership changed");
+        }
+        self.send(held);
+        self.refresh_leadership();
+        if led != leads {
+            self.refresh_gauges(self.tracker.now());
+        }
+    }
+
+    fn refresh_leadership(&self) {
+        if let Some(f) = &self.follower {
+            self.telemetry.metrics.set_leadership(f.leads(), f.held().0);
+        }
     }
 
     pub fn observe(&mut self, obs: Observation) {
@@ -73,9 +116,14 @@ impl Pipeline {
     }
 
     fn refresh_gauges(&mut self, now: Ts) {
-        let gauges = self.tracker.gauges(now);
+        let mut gauges = self.tracker.gauges(now);
         self.gauge_cost = gauges.tracked_runs + gauges.tracked_jobs + gauges.tracked_pods;
+        if !self.leads() {
+            // The leader's are the cluster's; a standby's would be a second copy.
+            gauges.namespaces.clear();
+        }
         self.telemetry.metrics.set_live(gauges);
+        self.refresh_leadership();
         self.gauge_refreshes += 1;
         self.gauge_second = now.0.div_euclid(1000);
         self.events_since_gauges = 0;
@@ -95,6 +143,14 @@ impl Pipeline {
     }
 
     fn dispatch(&mut self, facts: Vec<Emitted>) {
+        let facts = match self.follower.as_mut() {
+            Some(f) => f.gate(self.tracker.now(), facts),
+            None => facts,
+        };
+        self.send(facts);
+    }
+
+    fn send(&mut self, facts: Vec<Emitted>) {
         for e in &facts {
             self.telemetry.metrics.record(e);
             self.telemetry.spans.handle(e);

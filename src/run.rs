@@ -12,19 +12,21 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::{DemoArgs, RecordArgs, ReplayArgs, ScopeArgs, SummaryFormat, WatchArgs},
+    config::{DemoArgs, FollowLeader, RecordArgs, ReplayArgs, ScopeArgs, SummaryFormat, WatchArgs},
     engine::{Tracker, TrackerConfig, Ts},
     http::{self, AlwaysReady},
+    leader::{Follower, LeaseState},
     pipeline::Pipeline,
     sink::{metrics::LifecycleMetrics, spans::SpanStats, summary::RunSummary},
     source::{
         Observation,
         demo::{DemoConfig, Simulator},
         kube::{Readiness, WatchScope, spawn_watches},
+        lease::spawn_lease_watch,
         replay,
     },
     telemetry::{self, TracesDefault},
-    upstream::UpstreamConfig,
+    upstream::{self, UpstreamConfig, lease::LeaderElection},
 };
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -89,19 +91,46 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
 
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
-    let tasks = spawn_watches(client, &scope, tx, telemetry.metrics.clone(), ready);
+    let (lease_tx, mut lease_rx) = mpsc::channel::<LeaseState>(64);
+    let election = follow_leader(&args);
+    let mut tasks = spawn_watches(client.clone(), &scope, tx, telemetry.metrics.clone(), ready);
     let tracker = Tracker::new(args.engine.tracker_config(Ts::now()));
     let mut pipeline = Pipeline::new(tracker, args.engine.upstream_config(), telemetry);
+    if let Some((election, identity)) = election {
+        info!(lease = %format!("{}/{}", election.namespace, election.name), %identity, "following the controller's leader");
+        tasks.push(spawn_lease_watch(client, &election.namespace, &election.name, lease_tx.clone()));
+        pipeline = pipeline.following(Follower::new(identity, Ts::now()));
+    }
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             Some(obs) = rx.recv() => pipeline.observe(obs),
+            Some(lease) = lease_rx.recv() => pipeline.lease(Ts::now(), lease),
             _ = ticker.tick() => pipeline.tick(Ts::now()),
             _ = &mut stop => break,
         }
     }
+    if pipeline.holds_lease() {
+        // The controller next to us releases the Lease as it stops; until the Lease is seen to move, this
+        // exporter is still the one sending, so nothing falls between it and the next leader.
+        info!(timeout = ?args.handover_timeout, "waiting for the controller to hand its Lease over");
+        let handover = tokio::time::sleep(args.handover_timeout);
+        tokio::pin!(handover);
+        while pipeline.holds_lease() {
+            tokio::select! {
+                Some(obs) = rx.recv() => pipeline.observe(obs),
+                Some(lease) = lease_rx.recv() => pipeline.lease(Ts::now(), lease),
+                _ = ticker.tick() => pipeline.tick(Ts::now()),
+                _ = &mut handover => {
+                    warn!("the Lease was not handed over in time; stopping anyway");
+                    break;
+                }
+            }
+        }
+    }
+    drop(lease_tx);
     info!("shutting down: flushing spans, then metrics");
     for t in tasks {
         t.abort();
@@ -109,6 +138,24 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     finish(pipeline).await;
     let _ = server.await;
     Ok(())
+}
+
+/// The controller's Lease and this pod's identity, when the exporter follows the leader.
+fn follow_leader(args: &WatchArgs) -> Option<(LeaderElection, String)> {
+    if args.follow_leader == FollowLeader::Off {
+        return None;
+    }
+    let Some(election) = upstream::lease::leader_election(&|name| std::env::var(name).ok()) else {
+        info!("the controller's leader election is off: this exporter leads");
+        return None;
+    };
+    let Some(identity) = election.identity.clone() else {
+        info!(
+            "no AGENTS_POD_UID: not in a controller pod (or the controller holds its Lease under a random identity); this exporter leads"
+        );
+        return None;
+    };
+    Some((election, identity))
 }
 
 pub async fn record(args: RecordArgs) -> anyhow::Result<()> {

@@ -5,7 +5,10 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use opentelemetry::{
@@ -172,6 +175,14 @@ pub struct LifecycleMetrics {
     watch_errors: Counter<u64>,
     live: Arc<Mutex<LiveGauges>>,
     series: Arc<SeriesCount>,
+    leadership: Arc<Leadership>,
+}
+
+/// Whether this exporter leads (exports and counts), and what a standby holds back.
+#[derive(Debug)]
+struct Leadership {
+    leads: AtomicBool,
+    held: AtomicU64,
 }
 
 fn ns_runtime(namespace: &str, runtime: Runtime) -> [KeyValue; 2] {
@@ -188,6 +199,7 @@ impl LifecycleMetrics {
     pub fn with_series_limit(meter: &Meter, spans: Arc<SpanStats>, limit: usize) -> Self {
         let live: Arc<Mutex<LiveGauges>> = Arc::default();
         let series = Arc::new(SeriesCount::new(limit));
+        let leadership = Arc::new(Leadership { leads: AtomicBool::new(true), held: AtomicU64::new(0) });
         let hist = |id: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(otel(id))
@@ -213,8 +225,10 @@ impl LifecycleMetrics {
             watch_errors: counter("exporter_watch_errors"),
             live: live.clone(),
             series: series.clone(),
+            leadership: leadership.clone(),
         };
         register_gauges(meter, live, spans, series);
+        register_leadership(meter, leadership);
         metrics
     }
 
@@ -364,6 +378,12 @@ impl LifecycleMetrics {
         }
     }
 
+    /// A standby exports no lifecycle gauges: only the leader's are the cluster's.
+    pub fn set_leadership(&self, leads: bool, held: usize) {
+        self.leadership.leads.store(leads, Ordering::Relaxed);
+        self.leadership.held.store(held as u64, Ordering::Relaxed);
+    }
+
     pub fn watch_event(&self, kind: Kind, event: WatchEventType) {
         self.watch_events
             .add(1, &[KeyValue::new("resource", kind.resource()), KeyValue::new("type", event.as_str())]);
@@ -383,6 +403,22 @@ impl LifecycleMetrics {
             }
         }
     }
+}
+
+fn register_leadership(meter: &Meter, leadership: Arc<Leadership>) {
+    let l = leadership.clone();
+    meter
+        .u64_observable_gauge(otel("exporter_leader"))
+        .with_unit(unit("exporter_leader"))
+        .with_description(description("exporter_leader"))
+        .with_callback(move |o| o.observe(u64::from(l.leads.load(Ordering::Relaxed)), &[]))
+        .build();
+    meter
+        .u64_observable_gauge(otel("exporter_standby_held_facts"))
+        .with_unit(unit("exporter_standby_held_facts"))
+        .with_description(description("exporter_standby_held_facts"))
+        .with_callback(move |o| o.observe(leadership.held.load(Ordering::Relaxed), &[]))
+        .build();
 }
 
 /// A gauge in seconds with a `stat` = `min`/`max` pair per namespace.

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod kube;
+pub mod lease;
 pub mod replay;
 
 use crate::{engine::Kind, engine::Ts, upstream::objects::Object};

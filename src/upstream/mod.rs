@@ -6,6 +6,7 @@
 //! here, each with a test that names the upstream behaviour it reproduces. [`shapes`] builds objects the
 //! way upstream writes them, for the demo, the stand-in and the tests.
 
+pub mod lease;
 pub mod objects;
 pub mod shapes;
 

@@ -20,6 +20,10 @@ Args (dict):
                          each name, as the kubelet does; absent stays absent, `valueFrom` as written, a literal
                          `value` as the controller's Number.parseInt reads it: "2.592e+06" → "2");
                        - watches AGENTS_CONTROLLER_NAMESPACES unless values.namespaces is set;
+                       - copies the controller's leader election (AGENTS_LEADER_ELECTION_ENABLED, _LEASE_NAME,
+                         _LEASE_NAMESPACE, AGENTS_POD_NAMESPACE, AGENTS_POD_UID), so the sidecar exports only while
+                         its pod's controller holds the Lease, and checks that the dependency's Role grants reading
+                         that Lease (rbac.leaderLease);
                        - checks that this chart's namespaced objects (PodMonitor, Service, PrometheusRule, dashboards,
                          RoleBinding subjects) are in the Deployment's namespace (its `namespaceOverride`).
                        So the sidecar sees what the controller sees, whatever expression or override produced it.
@@ -64,6 +68,12 @@ For other parents (no controllerContainer):
 {{- end -}}
 {{- $watched := include "agentrun-lifecycle-exporter.namespaces" (dict "namespaces" $cfg.namespaces "fallback" $m.namespaces "default" $m.namespace "root" .root) | fromJsonArray -}}
 {{- include "agentrun-lifecycle-exporter.checkDependencyNamespace" (dict "sub" $sub "root" .root "namespace" $m.namespace "cfg" $cfg "name" $name "watched" $watched) -}}
+{{- if and $sub.Values.rbac.create $sub.Values.rbac.serviceAccountName -}}
+{{- $granted := dict "name" $sub.Values.rbac.leaderLease.name "namespace" ($sub.Values.rbac.leaderLease.namespace | default $m.namespace) -}}
+{{- if or (ne $granted.name $m.lease.name) (ne $granted.namespace $m.lease.namespace) -}}
+{{- fail (printf "the controller elects its leader on Lease %s/%s, but %s.rbac.leaderLease grants reading %s/%s: set %s.rbac.leaderLease to name: %s, namespace: %s" $m.lease.namespace $m.lease.name $name $granted.namespace $granted.name $name $m.lease.name $m.lease.namespace) -}}
+{{- end -}}
+{{- end -}}
 {{- include "agentrun-lifecycle-exporter.containerSpec" (dict "cfg" $cfg "root" .root "appVersion" $sub.Chart.AppVersion "namespaces" $m.namespaces "defaultNamespace" $m.namespace "env" $m.env) -}}
 {{- else -}}
 {{- include "agentrun-lifecycle-exporter.containerSpec" (dict "cfg" $cfg "root" .root "appVersion" $sub.Chart.AppVersion "namespaces" .namespaces "jobTtlSeconds" .jobTtlSeconds "agentRunRetentionSeconds" .agentRunRetentionSeconds) -}}
@@ -77,7 +87,8 @@ For other parents (no controllerContainer):
 Renders the template that is being rendered (.root.Template.Name) once more with a marker in the context, so that
 the sidecar include inside it renders nothing, and reads the container named .container.
 Output (JSON): enabled (AGENTS_CONTROLLER_ENABLED is 1/true), namespace (the Deployment's), namespaces (the value of
-AGENTS_CONTROLLER_NAMESPACES, when a literal), env (the copied entries, in order), mirrored (their names).
+AGENTS_CONTROLLER_NAMESPACES, when a literal), env (the copied entries, in order), mirrored (their names), lease (the
+name and namespace of the controller's leader-election Lease).
 */}}
 {{- define "agentrun-lifecycle-exporter.controllerEnv" -}}
 {{- $probe := merge (dict "agentrunLifecycleExporterProbe" true) .root -}}
@@ -115,6 +126,15 @@ AGENTS_CONTROLLER_NAMESPACES, when a literal), env (the copied entries, in order
 {{- $env = append $env $e -}}
 {{- end -}}
 {{- end -}}
+{{- /* The controller's leader election, so the sidecar follows the Lease its own pod's controller holds. */ -}}
+{{- $election := list "AGENTS_LEADER_ELECTION_ENABLED" "AGENTS_LEADER_ELECTION_LEASE_NAME" "AGENTS_LEADER_ELECTION_LEASE_NAMESPACE" "AGENTS_POD_NAMESPACE" "AGENTS_POD_UID" -}}
+{{- range $n := $election -}}
+{{- with index $last $n -}}{{- $env = append $env . -}}{{- end -}}
+{{- end -}}
+{{- $mirrored = concat $mirrored $election -}}
+{{- $lease := dict "name" "agents-controller-leader" "namespace" (dig "metadata" "namespace" "" $doc) -}}
+{{- with index $last "AGENTS_LEADER_ELECTION_LEASE_NAME" -}}{{- $_ := set $lease "name" (trim (toString (.value | default "agents-controller-leader"))) -}}{{- end -}}
+{{- with index $last "AGENTS_LEADER_ELECTION_LEASE_NAMESPACE" -}}{{- with .value -}}{{- $_ := set $lease "namespace" (trim (toString .)) -}}{{- end -}}{{- end -}}
 {{- $namespaces := "" -}}
 {{- with index $last "AGENTS_CONTROLLER_NAMESPACES" -}}
 {{- if hasKey . "valueFrom" -}}
@@ -123,7 +143,7 @@ AGENTS_CONTROLLER_NAMESPACES, when a literal), env (the copied entries, in order
 {{- $namespaces = toString (.value | default "") -}}
 {{- end -}}
 {{- end -}}
-{{- toJson (dict "enabled" $on "namespace" (dig "metadata" "namespace" "" $doc) "namespaces" $namespaces "env" $env "mirrored" (concat $mirrored (list "AGENTRUN_EXPORTER_NAMESPACES"))) -}}
+{{- toJson (dict "enabled" $on "namespace" (dig "metadata" "namespace" "" $doc) "namespaces" $namespaces "env" $env "mirrored" (concat $mirrored (list "AGENTRUN_EXPORTER_NAMESPACES")) "lease" $lease) -}}
 {{- end -}}
 
 {{/*

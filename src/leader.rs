@@ -1,0 +1,237 @@
+//! Following the controller's leader. With two controller replicas there are two sidecars; only the one whose
+//! pod holds the controller's Lease exports spans and counts lifecycle events. The other computes the same
+//! facts from its own watches and holds back those the leader may not have sent, so that when the Lease
+//! moves to its pod it sends them: from the last moment another holder was seen alive (its last renewal, or
+//! its release) on. Pure: lease observations and facts in, facts to dispatch out.
+
+use std::collections::VecDeque;
+
+use crate::engine::{Emitted, Fact, Ts};
+
+/// Facts held at most while nobody leads (a Lease released and not taken): past it the oldest go.
+pub const MAX_HELD: usize = 200_000;
+
+/// The controller's Lease as last observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// The Lease was not listed yet.
+    Unknown,
+    /// There is no Lease (one replica, or leader election off): this sidecar leads.
+    Absent,
+    /// The Lease exists; its holder identity (empty when released).
+    Held(String),
+}
+
+#[derive(Debug)]
+pub struct Follower {
+    identity: String,
+    lease: LeaseState,
+    /// Facts observed from this time on may not have been sent by another leader.
+    unsent_since: Ts,
+    held: VecDeque<(Ts, Emitted)>,
+    /// Held facts dropped over [`MAX_HELD`].
+    dropped: u64,
+}
+
+impl Follower {
+    /// `identity`: the controller's holder identity for this pod (`<pod name>_<pod uid>`).
+    pub fn new(identity: String, started: Ts) -> Self {
+        Follower {
+            identity,
+            lease: LeaseState::Unknown,
+            unsent_since: started,
+            held: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn leads(&self) -> bool {
+        match &self.lease {
+            LeaseState::Unknown => false,
+            LeaseState::Absent => true,
+            LeaseState::Held(holder) => *holder == self.identity,
+        }
+    }
+
+    /// This pod holds the Lease (and will hand it over when it stops).
+    pub fn holds(&self) -> bool {
+        matches!(&self.lease, LeaseState::Held(h) if *h == self.identity)
+    }
+
+    /// Facts held back, and dropped because too many were.
+    pub fn held(&self) -> (usize, u64) {
+        (self.held.len(), self.dropped)
+    }
+
+    /// The facts to dispatch now: all of them when leading, else only those that count nothing (a
+    /// namespace's first series, created at zero on every replica).
+    pub fn gate(&mut self, now: Ts, facts: Vec<Emitted>) -> Vec<Emitted> {
+        if self.leads() {
+            return facts;
+        }
+        let mut pass = Vec::new();
+        for e in facts {
+            if matches!(e.fact, Fact::SeriesSeen { .. }) {
+                pass.push(e);
+                continue;
+            }
+            if self.held.len() >= MAX_HELD {
+                self.held.pop_front();
+                self.dropped += 1;
+            }
+            self.held.push_back((now, e));
+        }
+        pass
+    }
+
+    /// A new observation of the Lease. Returns the held facts to send when this sidecar takes over.
+    pub fn observe(&mut self, now: Ts, lease: LeaseState) -> Vec<Emitted> {
+        let led = self.leads();
+        let lease = match lease {
+            LeaseState::Held(h) => LeaseState::Held(h.trim().to_string()),
+            other => other,
+        };
+        // Up to now, this sidecar was sending when it led; another holder was alive and sending when it
+        // renews or releases the Lease (an update by someone else than this pod). A takeover by this pod
+        // proves nothing about the old holder, which may have died at its last renewal.
+        let prev_other_holder =
+            matches!(&self.lease, LeaseState::Held(h) if !h.is_empty() && *h != self.identity);
+        let others_update = match &lease {
+            LeaseState::Held(h) => *h != self.identity && (!h.is_empty() || prev_other_holder),
+            _ => false,
+        };
+        if led || others_update {
+            self.unsent_since = self.unsent_since.max(now);
+        }
+        self.lease = lease;
+        let since = self.unsent_since;
+        if self.leads() && !led {
+            let held = std::mem::take(&mut self.held);
+            return held.into_iter().filter(|(at, _)| *at >= since).map(|(_, e)| e).collect();
+        }
+        // Facts another holder has sent are not needed any more.
+        while self.held.front().is_some_and(|(at, _)| *at < since) {
+            self.held.pop_front();
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::facts::{RunInfo, Runtime};
+
+    const US: &str = "agents-b_uid-b";
+    const THEM: &str = "agents-a_uid-a";
+
+    fn fact(n: u32) -> Emitted {
+        let run = Arc::new(RunInfo {
+            namespace: "agents".into(),
+            name: format!("r{n}").into(),
+            uid: format!("u{n}").into(),
+            runtime: Runtime::Job,
+            agent: None,
+            provider: None,
+        });
+        Emitted { fact: Fact::RunComplete { run }, counted: true, exported: true }
+    }
+
+    fn names(facts: &[Emitted]) -> Vec<String> {
+        facts.iter().filter_map(|e| e.fact.run()).map(|r| r.name.to_string()).collect()
+    }
+
+    fn held(s: &str) -> LeaseState {
+        LeaseState::Held(s.into())
+    }
+
+    #[test]
+    fn the_holder_sends_at_once_and_the_standby_holds_back() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        assert!(us.observe(Ts(1), held(US)).is_empty());
+        assert_eq!(names(&us.gate(Ts(2), vec![fact(1)])), ["r1"]);
+        let mut them = Follower::new(THEM.into(), Ts(0));
+        them.observe(Ts(1), held(US));
+        assert!(them.gate(Ts(2), vec![fact(1)]).is_empty());
+        assert_eq!(them.held().0, 1);
+        // The holder's next renewal shows it was alive and sending.
+        them.observe(Ts(5), held(US));
+        assert_eq!(them.held().0, 0);
+    }
+
+    #[test]
+    fn after_a_release_the_next_holder_sends_what_came_since_the_release() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        us.observe(Ts(1_000), held(THEM));
+        us.gate(Ts(1_500), vec![fact(1)]);
+        us.observe(Ts(2_000), held(""));
+        us.gate(Ts(2_500), vec![fact(2)]);
+        us.observe(Ts(3_000), held(""));
+        us.gate(Ts(3_500), vec![fact(3)]);
+        assert!(!us.leads());
+        assert_eq!(names(&us.observe(Ts(4_000), held(US))), ["r2", "r3"]);
+        assert!(us.leads());
+        assert_eq!(names(&us.gate(Ts(4_500), vec![fact(4)])), ["r4"]);
+    }
+
+    #[test]
+    fn after_an_expiry_the_next_holder_sends_what_came_since_the_last_renewal() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        us.observe(Ts(1_000), held(THEM));
+        us.gate(Ts(1_500), vec![fact(1)]);
+        us.observe(Ts(5_000), held(THEM));
+        // The holder died at about 6 s; its Lease expires and this pod takes it.
+        us.gate(Ts(6_000), vec![fact(2)]);
+        us.gate(Ts(30_000), vec![fact(3)]);
+        assert_eq!(names(&us.observe(Ts(40_000), held(US))), ["r2", "r3"]);
+    }
+
+    #[test]
+    fn without_a_lease_the_sidecar_leads_and_sends_what_it_held_before_it_knew() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        assert!(us.gate(Ts(10), vec![fact(1)]).is_empty(), "the Lease is not known yet");
+        assert_eq!(names(&us.observe(Ts(20), LeaseState::Absent)), ["r1"]);
+        assert_eq!(names(&us.gate(Ts(30), vec![fact(2)])), ["r2"]);
+    }
+
+    #[test]
+    fn a_leader_that_loses_the_lease_holds_back_from_then_on() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        us.observe(Ts(1), held(US));
+        us.observe(Ts(100), held(THEM));
+        assert!(us.gate(Ts(200), vec![fact(1)]).is_empty());
+        us.observe(Ts(300), held(""));
+        us.gate(Ts(400), vec![fact(2)]);
+        assert_eq!(names(&us.observe(Ts(500), held(US))), ["r2"]);
+    }
+
+    #[test]
+    fn first_series_pass_on_a_standby_and_held_facts_are_bounded() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        us.observe(Ts(1), held(""));
+        let series = Emitted {
+            fact: Fact::SeriesSeen { namespace: "agents".into(), runtime: Runtime::Job },
+            counted: true,
+            exported: false,
+        };
+        assert_eq!(us.gate(Ts(2), vec![series]).len(), 1);
+        us.gate(Ts(3), (0..MAX_HELD as u32 + 5).map(fact).collect());
+        assert_eq!(us.held(), (MAX_HELD, 5));
+        let sent = us.observe(Ts(4), held(US));
+        assert_eq!(sent.len(), MAX_HELD);
+        assert_eq!(names(&sent[..1]), ["r5"], "the oldest went first");
+    }
+
+    #[test]
+    fn holder_identities_are_compared_trimmed_as_upstream_does() {
+        let mut us = Follower::new(US.into(), Ts(0));
+        us.observe(Ts(1), held(&format!(" {US} ")));
+        assert!(us.leads());
+    }
+}
