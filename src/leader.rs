@@ -2,7 +2,8 @@
 //! pod holds the controller's Lease exports spans and counts lifecycle events. The other computes the same
 //! facts from its own watches and holds back those the leader may not have sent, so that when the Lease
 //! moves to its pod it sends them: from the last moment another holder was seen alive (its last renewal, or
-//! its release) on. Pure: lease observations and facts in, facts to dispatch out.
+//! its release) on, and the spans (not the counts) of a short overlap before it. Pure: lease observations and
+//! facts in, facts to dispatch out.
 
 use std::collections::VecDeque;
 
@@ -10,6 +11,10 @@ use crate::engine::{Emitted, Fact, Ts};
 
 /// Facts held at most while nobody leads (a Lease released and not taken): past it the oldest go.
 pub const MAX_HELD: usize = 200_000;
+/// The two sidecars see the Lease and the objects through separate watches, so around a handover one may
+/// emit a fact just before it sees the Lease change and the other just after. The spans of this much before
+/// the handover are sent again (identical, ids included), not counted again.
+pub const OVERLAP_MS: i64 = 10_000;
 
 /// The controller's Lease as last observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,10 +116,14 @@ impl Follower {
         let since = self.unsent_since;
         if self.leads() && !led {
             let held = std::mem::take(&mut self.held);
-            return held.into_iter().filter(|(at, _)| *at >= since).map(|(_, e)| e).collect();
+            return held
+                .into_iter()
+                .filter(|(at, _)| *at >= since.add_millis(-OVERLAP_MS))
+                .map(|(at, e)| if at < since { Emitted { counted: false, ..e } } else { e })
+                .collect();
         }
         // Facts another holder has sent are not needed any more.
-        while self.held.front().is_some_and(|(at, _)| *at < since) {
+        while self.held.front().is_some_and(|(at, _)| *at < since.add_millis(-OVERLAP_MS)) {
             self.held.pop_front();
         }
         Vec::new()
@@ -151,70 +160,86 @@ mod tests {
         LeaseState::Held(s.into())
     }
 
+    fn sec(s: i64) -> Ts {
+        Ts(s * 1000)
+    }
+
+    fn counted(facts: &[Emitted]) -> Vec<bool> {
+        facts.iter().map(|e| e.counted).collect()
+    }
+
     #[test]
     fn the_holder_sends_at_once_and_the_standby_holds_back() {
-        let mut us = Follower::new(US.into(), Ts(0));
-        assert!(us.observe(Ts(1), held(US)).is_empty());
-        assert_eq!(names(&us.gate(Ts(2), vec![fact(1)])), ["r1"]);
-        let mut them = Follower::new(THEM.into(), Ts(0));
-        them.observe(Ts(1), held(US));
-        assert!(them.gate(Ts(2), vec![fact(1)]).is_empty());
+        let mut us = Follower::new(US.into(), sec(0));
+        assert!(us.observe(sec(1), held(US)).is_empty());
+        assert_eq!(names(&us.gate(sec(2), vec![fact(1)])), ["r1"]);
+        let mut them = Follower::new(THEM.into(), sec(0));
+        them.observe(sec(1), held(US));
+        assert!(them.gate(sec(2), vec![fact(1)]).is_empty());
         assert_eq!(them.held().0, 1);
-        // The holder's next renewal shows it was alive and sending.
-        them.observe(Ts(5), held(US));
+        // The holder's renewals show it was alive and sending; what came before the overlap is let go.
+        them.observe(sec(5), held(US));
+        assert_eq!(them.held().0, 1);
+        them.observe(sec(100), held(US));
         assert_eq!(them.held().0, 0);
     }
 
     #[test]
     fn after_a_release_the_next_holder_sends_what_came_since_the_release() {
-        let mut us = Follower::new(US.into(), Ts(0));
-        us.observe(Ts(1_000), held(THEM));
-        us.gate(Ts(1_500), vec![fact(1)]);
-        us.observe(Ts(2_000), held(""));
-        us.gate(Ts(2_500), vec![fact(2)]);
-        us.observe(Ts(3_000), held(""));
-        us.gate(Ts(3_500), vec![fact(3)]);
+        let mut us = Follower::new(US.into(), sec(0));
+        us.observe(sec(100), held(THEM));
+        us.gate(sec(150), vec![fact(1)]);
+        us.gate(sec(195), vec![fact(2)]);
+        us.observe(sec(200), held(""));
+        us.gate(sec(250), vec![fact(3)]);
+        us.observe(sec(300), held(""));
+        us.gate(sec(350), vec![fact(4)]);
         assert!(!us.leads());
-        assert_eq!(names(&us.observe(Ts(4_000), held(US))), ["r2", "r3"]);
+        let sent = us.observe(sec(400), held(US));
+        assert_eq!(names(&sent), ["r2", "r3", "r4"]);
+        assert_eq!(counted(&sent), [false, true, true], "the overlap before the release: spans only");
         assert!(us.leads());
-        assert_eq!(names(&us.gate(Ts(4_500), vec![fact(4)])), ["r4"]);
+        assert_eq!(names(&us.gate(sec(450), vec![fact(5)])), ["r5"]);
     }
 
     #[test]
     fn after_an_expiry_the_next_holder_sends_what_came_since_the_last_renewal() {
-        let mut us = Follower::new(US.into(), Ts(0));
-        us.observe(Ts(1_000), held(THEM));
-        us.gate(Ts(1_500), vec![fact(1)]);
-        us.observe(Ts(5_000), held(THEM));
-        // The holder died at about 6 s; its Lease expires and this pod takes it.
-        us.gate(Ts(6_000), vec![fact(2)]);
-        us.gate(Ts(30_000), vec![fact(3)]);
-        assert_eq!(names(&us.observe(Ts(40_000), held(US))), ["r2", "r3"]);
+        let mut us = Follower::new(US.into(), sec(0));
+        us.observe(sec(100), held(THEM));
+        us.gate(sec(150), vec![fact(1)]);
+        us.observe(sec(200), held(THEM));
+        // The holder died at about 201 s; its Lease expires and this pod takes it.
+        us.gate(sec(210), vec![fact(2)]);
+        us.gate(sec(230), vec![fact(3)]);
+        let sent = us.observe(sec(240), held(US));
+        assert_eq!(names(&sent), ["r2", "r3"]);
+        assert_eq!(counted(&sent), [true, true]);
     }
 
     #[test]
     fn without_a_lease_the_sidecar_leads_and_sends_what_it_held_before_it_knew() {
-        let mut us = Follower::new(US.into(), Ts(0));
-        assert!(us.gate(Ts(10), vec![fact(1)]).is_empty(), "the Lease is not known yet");
-        assert_eq!(names(&us.observe(Ts(20), LeaseState::Absent)), ["r1"]);
-        assert_eq!(names(&us.gate(Ts(30), vec![fact(2)])), ["r2"]);
+        let mut us = Follower::new(US.into(), sec(0));
+        assert!(us.gate(sec(1), vec![fact(1)]).is_empty(), "the Lease is not known yet");
+        assert_eq!(names(&us.observe(sec(2), LeaseState::Absent)), ["r1"]);
+        assert_eq!(names(&us.gate(sec(3), vec![fact(2)])), ["r2"]);
     }
 
     #[test]
     fn a_leader_that_loses_the_lease_holds_back_from_then_on() {
-        let mut us = Follower::new(US.into(), Ts(0));
-        us.observe(Ts(1), held(US));
-        us.observe(Ts(100), held(THEM));
-        assert!(us.gate(Ts(200), vec![fact(1)]).is_empty());
-        us.observe(Ts(300), held(""));
-        us.gate(Ts(400), vec![fact(2)]);
-        assert_eq!(names(&us.observe(Ts(500), held(US))), ["r2"]);
+        let mut us = Follower::new(US.into(), sec(0));
+        us.observe(sec(1), held(US));
+        us.observe(sec(100), held(THEM));
+        assert!(us.gate(sec(200), vec![fact(1)]).is_empty());
+        us.observe(sec(300), held(""));
+        us.gate(sec(400), vec![fact(2)]);
+        assert_eq!(names(&us.observe(sec(500), held(US))), ["r2"]);
     }
 
     #[test]
     fn first_series_pass_on_a_standby_and_held_facts_are_bounded() {
         let mut us = Follower::new(US.into(), Ts(0));
-        us.observe(Ts(1), held(""));
+        us.observe(Ts(1), held(THEM));
+        us.observe(Ts(2), held(""));
         let series = Emitted {
             fact: Fact::SeriesSeen { namespace: "agents".into(), runtime: Runtime::Job },
             counted: true,

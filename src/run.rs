@@ -88,7 +88,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let listener =
         http::bind(args.metrics_addr).await.with_context(|| format!("binding {}", args.metrics_addr))?;
     let router = http::router(telemetry.registry.clone(), ready.clone());
-    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
+    // Served until the Lease is handed over, so a last scrape sees the final counts.
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), async {
+        let _ = server_stopped.await;
+    }));
 
     let (tx, mut rx) = mpsc::channel::<Observation>(8192);
     let (lease_tx, mut lease_rx) = mpsc::channel::<LeaseState>(64);
@@ -131,6 +135,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
     drop(lease_tx);
+    let _ = server_stop.send(());
     info!("shutting down: flushing spans, then metrics");
     for t in tasks {
         t.abort();

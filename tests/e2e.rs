@@ -8,10 +8,17 @@
 
 mod support;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use agentrun_lifecycle_exporter::engine::facts::Runtime;
-use kube::Client;
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 use support::{
     spans::{FlatSpan, check_traces, names},
     standin::{self, Attempt, Plan, StandIn, TtlStyle},
@@ -587,5 +594,226 @@ async fn s9_exporter_killed_mid_run() {
     // Counted once, by the process that saw it finish.
     let runs = format!("sum(agentrun_runs_total{{namespace=\"{ns}\",outcome=\"succeeded\"}})");
     bed.wait_prom(&runs, |v| v == 1.0).await;
+    watch.abort();
+}
+
+/// One of two exporters following the controller's Lease, as the sidecars of two controller replicas are:
+/// a host process with its pod's identity in the environment the chart gives it.
+struct Sidecar {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Sidecar {
+    fn start(pod: &str, ns: &str) -> Sidecar {
+        let port = support::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(format!(
+            "{}/logs/s11-{pod}.log",
+            std::env::var("TESTBED_STATE_DIR").unwrap()
+        ))
+        .unwrap();
+        let child = support::exporter()
+            .args([
+                "watch",
+                "--namespaces",
+                ns,
+                "--metrics-addr",
+                &addr,
+                "--settle",
+                "3s",
+                "--ttl-grace",
+                "20s",
+            ])
+            .env("HOSTNAME", format!("agents-{pod}"))
+            .env("AGENTS_POD_UID", format!("uid-{pod}"))
+            .env("AGENTS_POD_NAMESPACE", ns)
+            .env("OTEL_SERVICE_NAME", format!("e2e-s11-{pod}"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", std::env::var("JAEGER_OTLP_GRPC_ENDPOINT").unwrap())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the exporter");
+        Sidecar { child, addr }
+    }
+
+    /// The sum of a metric's series in this exporter's /metrics (None when it does not answer).
+    fn metric(&self, name: &str, filter: &str) -> Option<f64> {
+        let (_, body) = support::http_get(&self.addr, "/metrics").ok()?;
+        Some(
+            body.lines()
+                .filter(|l| {
+                    l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter)
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
+    async fn wait_leader(&self, leads: bool) {
+        for _ in 0..200 {
+            if self.metric("agentrun_exporter_leader", "") == Some(if leads { 1.0 } else { 0.0 }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the exporter on {} never showed leader={leads}", self.addr);
+    }
+
+    fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while started.elapsed() < within {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Holds, renews or releases the controller's Lease as upstream's leader election writes it.
+async fn set_holder(leases: &Api<Lease>, holder: &str) {
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let spec = LeaseSpec {
+        holder_identity: Some(holder.into()),
+        lease_duration_seconds: Some(30),
+        renew_time: Some(now.clone()),
+        acquire_time: Some(now),
+        ..LeaseSpec::default()
+    };
+    let lease = Lease {
+        metadata: ObjectMeta { name: Some("agents-controller-leader".into()), ..ObjectMeta::default() },
+        spec: Some(spec),
+    };
+    let patch = Patch::Apply(&lease);
+    leases.patch("agents-controller-leader", &PatchParams::apply("e2e-s11").force(), &patch).await.unwrap();
+}
+
+/// A span's content, without who sent it.
+fn content(s: &FlatSpan) -> FlatSpan {
+    FlatSpan { service: String::new(), ..s.clone() }
+}
+
+/// Scenario 11: two exporters follow the controller's Lease. While one pod's controller holds it, only its
+/// exporter exports and counts. That controller stops (it releases the Lease, as upstream does on SIGTERM)
+/// in the middle of runs, nobody leads for a few seconds, then the other pod's controller takes the Lease:
+/// its exporter sends what happened since the release. Every run has exactly one complete trace across the
+/// two, equal to what the bed's own exporter sent; a span sent by both is identical; the counters of the two
+/// add up to the runs. Then the new leader is stopped while it holds the Lease: it keeps exporting until the
+/// Lease moves.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s11_two_exporters_follow_the_controller_lease() {
+    let ns = "e2e-s11-leader";
+    let (bed, client, log, watch) = setup(ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    set_holder(&leases, "agents-a_uid-a").await;
+    let mut a = Sidecar::start("a", ns);
+    let mut b = Sidecar::start("b", ns);
+    a.wait_leader(true).await;
+    b.wait_leader(false).await;
+
+    let mut runs = Vec::new();
+    for i in 0..4u32 {
+        let plan = if i % 2 == 0 {
+            Plan {
+                name: format!("codex-lease-{i}"),
+                runtime: Runtime::Job,
+                steps: vec![vec![Attempt { run_seconds: 4.0 + 2.0 * f64::from(i), exit_code: 0 }]],
+                ttl: TtlStyle::AfterCollection(5),
+                collect_delay: Duration::from_millis(500),
+            }
+        } else {
+            two_step_plan(&format!("codex-lease-{i}"), 3.0 + f64::from(i))
+        };
+        runs.push(spawn_run(&client, ns, plan));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    wait_jobs(&log, 5).await;
+
+    // Pod a's controller stops: it releases the Lease; its exporter stops exporting and counting.
+    set_holder(&leases, "").await;
+    a.wait_leader(false).await;
+    let a_runs = a.metric("agentrun_runs_total", &format!("namespace=\"{ns}\"")).unwrap();
+    let a_spans = a.metric("agentrun_exporter_spans_exported_total", "").unwrap();
+    a.terminate();
+    assert!(a.wait_exit(Duration::from_secs(20)).await, "a standby stops at once");
+    // Nobody leads: what happens now is the next leader's to send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failover = std::time::Instant::now();
+    set_holder(&leases, "agents-b_uid-b").await;
+    b.wait_leader(true).await;
+    println!("s11: Lease to pod b → its exporter leads in {:?}", failover.elapsed());
+
+    let mut outcomes = Vec::new();
+    for run in runs {
+        outcomes.push(run.await.unwrap());
+    }
+    for outcome in &outcomes {
+        assert_eq!(outcome.phase, "Succeeded");
+        for job in &outcome.jobs {
+            wait_gone(&log, job).await;
+        }
+        let per_job = 6;
+        let steps = if outcome.jobs.len() > 1 { outcome.jobs.len() } else { 0 };
+        let expected = 1 + steps + per_job * outcome.jobs.len();
+        let followers = |s: &FlatSpan| s.service.starts_with("e2e-s11-");
+        let spans = bed
+            .wait_trace(&outcome.uid, "every span from the two exporters and the bed's own", |s| {
+                let ids = |f: &dyn Fn(&FlatSpan) -> bool| {
+                    s.iter().filter(|x| f(x)).map(|x| x.span_id.clone()).collect::<BTreeSet<_>>().len()
+                };
+                ids(&followers) == expected && ids(&|x| !followers(x)) == expected
+            })
+            .await;
+        let mut by_id: std::collections::BTreeMap<String, FlatSpan> = Default::default();
+        for s in spans.iter().filter(|s| followers(s)) {
+            if let Some(previous) = by_id.insert(s.span_id.clone(), content(s)) {
+                assert_eq!(previous, content(s), "{}: a span sent by both exporters differs", outcome.uid);
+            }
+        }
+        let reference: std::collections::BTreeMap<String, FlatSpan> =
+            spans.iter().filter(|s| !followers(s)).map(|s| (s.span_id.clone(), content(s))).collect();
+        assert_eq!(by_id, reference, "{}: the two exporters' trace vs the bed's own exporter's", outcome.uid);
+    }
+    // Counted once, by one of the two.
+    let total = outcomes.len() as f64;
+    let mut b_runs = 0.0;
+    for _ in 0..100 {
+        b_runs = b.metric("agentrun_runs_total", &format!("namespace=\"{ns}\"")).unwrap();
+        if a_runs + b_runs >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b_runs = b.metric("agentrun_runs_total", &format!("namespace=\"{ns}\"")).unwrap_or(b_runs);
+    println!("s11: runs counted by a {a_runs}, by b {b_runs}; spans exported by a {a_spans}");
+    assert_eq!(a_runs + b_runs, total, "each run counted by exactly one exporter");
+    assert!(a_runs < total && b_runs < total, "both exporters led while runs finished");
+
+    // Pod b's controller gets SIGTERM while holding the Lease: its exporter keeps exporting until the Lease
+    // moves, then stops.
+    b.terminate();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(b.child.try_wait().unwrap().is_none(), "the leader waits for the Lease to be handed over");
+    assert_eq!(b.metric("agentrun_exporter_leader", ""), Some(1.0));
+    set_holder(&leases, "").await;
+    assert!(b.wait_exit(Duration::from_secs(20)).await, "the leader stops once the Lease moved");
     watch.abort();
 }

@@ -150,6 +150,8 @@ pub fn flatten_jaeger(body: &Value) -> Vec<FlatSpan> {
     let mut out = Vec::new();
     for trace in body["data"].as_array().into_iter().flatten() {
         for s in trace["spans"].as_array().into_iter().flatten() {
+            let process = s["processID"].as_str().unwrap_or_default();
+            let service = trace["processes"][process]["serviceName"].as_str().unwrap_or_default().to_string();
             let tags: BTreeMap<String, String> = s["tags"]
                 .as_array()
                 .into_iter()
@@ -213,7 +215,7 @@ pub fn flatten_jaeger(body: &Value) -> Vec<FlatSpan> {
                         (name, l["timestamp"].as_u64().unwrap_or(0) * 1000)
                     })
                     .collect(),
-                service: String::new(),
+                service,
             });
         }
     }
