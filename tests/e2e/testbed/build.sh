@@ -4,9 +4,10 @@
 # (${AGENTRUN_TESTBED_CACHE:-$HOME/.cache/agentrun-lifecycle-exporter/testbed}).
 #
 # Usage: tests/e2e/testbed/build.sh [--node] [--force COMPONENT]...
-#   COMPONENT: etcd kubernetes kwok jaeger helm kubernetes-node
+#   COMPONENT: etcd kubernetes kwok jaeger helm kubernetes-node pause
 #   --node: also build the real node's kubelet and kube-proxy (component
-#   kubernetes-node; node.sh); so does TESTBED_REAL_NODE=1.
+#   kubernetes-node) and its pause image (component pause; needs gcc, umoci):
+#   see node.sh. So does TESTBED_REAL_NODE=1.
 #
 # Environment: AGENTRUN_TESTBED_CACHE, TESTBED_GO, TESTBED_GOMODCACHE,
 # TESTBED_GOCACHE (see lib.sh), TESTBED_BUILD_JOBS (go build -p, default 2),
@@ -35,7 +36,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,19p' "$0"
+      sed -n '2,20p' "$0"
       exit 0
       ;;
     *) testbed_die "unknown argument: $1" ;;
@@ -204,6 +205,42 @@ build_kube_cmds() {
   )
 }
 
+# --- pause image (real node) ---------------------------------------------------
+# The sandbox ("pause") image of the real node's containerd, made here with no
+# registry: Kubernetes' own build/pause/linux/pause.c from the pinned
+# k8s.io/kubernetes module, compiled with gcc -static, packed by umoci into an
+# OCI image archive (image/pause.oci.tar, named ${PAUSE_IMAGE}) for
+# `ctr images import`.
+build_pause() {
+  local out="$1" src="$2" kdir created
+  for tool in gcc umoci jq tar; do
+    command -v "${tool}" >/dev/null 2>&1 || testbed_die "'${tool}' is required for the pause image (deps.sh)"
+  done
+  kdir="$(gorun mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+  [[ -f "${kdir}/build/pause/linux/pause.c" ]] || testbed_die "no build/pause/linux/pause.c in k8s.io/kubernetes@${KUBERNETES_VERSION}"
+  mkdir -p "${src}/rootfs" "${out}/../image"
+  gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}-${KUBERNETES_VERSION}" \
+    -o "${src}/rootfs/pause" "${kdir}/build/pause/linux/pause.c"
+  strip "${src}/rootfs/pause"
+  chmod 0755 "${src}/rootfs" "${src}/rootfs/pause"
+  created=1970-01-01T00:00:00Z
+  tar -C "${src}/rootfs" --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    --mtime=@0 --sort=name --owner=0 --group=0 --numeric-owner -cf "${src}/layer.tar" pause
+  umoci init --layout "${src}/layout"
+  umoci new --image "${src}/layout:${PAUSE_VERSION}"
+  umoci raw add-layer --image "${src}/layout:${PAUSE_VERSION}" --history.created "${created}" \
+    --history.created_by "gcc -static build/pause/linux/pause.c" "${src}/layer.tar"
+  umoci config --image "${src}/layout:${PAUSE_VERSION}" --no-history --created "${created}" \
+    --os linux --architecture amd64 --config.user 65535:65535 --config.entrypoint /pause
+  umoci gc --layout "${src}/layout"
+  jq -c --arg ref "${PAUSE_IMAGE}" '.manifests[0].annotations["io.containerd.image.name"] = $ref' \
+    "${src}/layout/index.json" >"${src}/index.json"
+  mv "${src}/index.json" "${src}/layout/index.json"
+  tar -C "${src}/layout" --format=posix --mtime=@0 --sort=name --owner=0 --group=0 --numeric-owner \
+    -cf "${out}/../image/pause.oci.tar" oci-layout index.json blobs
+}
+
 # --- kwok --------------------------------------------------------------------
 build_kwok() {
   local out="$1" src="$2"
@@ -269,6 +306,7 @@ build_component jaeger "${JAEGER_MODULE_VERSION}" build_jaeger
 build_component kubernetes "${KUBERNETES_VERSION}" build_kubernetes
 if [[ "${WITH_NODE}" == 1 ]]; then
   build_component kubernetes-node "${KUBERNETES_VERSION}" build_kubernetes_node
+  build_component pause "${PAUSE_VERSION}" build_pause
 fi
 
 # Combined bin dir for this set of versions (symlinks into dist/).

@@ -10,6 +10,7 @@
 #   PROMETHEUS_RULE_FILES    space-separated rule files to load (copied into STATE_DIR)
 #   TESTBED_START_TIMEOUT    seconds to wait for each component (default 120)
 #   TESTBED_KWOK_STAGES      kwok stage config (default: kwok-stages.yaml next to this script)
+#   TESTBED_REAL_NODE=1      also start the real node (node.sh up; needs root and build.sh --node)
 #
 # On success writes STATE_DIR/env (source it) and STATE_DIR/pids; stop with
 # down.sh STATE_DIR. On failure everything started so far is stopped again.
@@ -197,6 +198,9 @@ sign() {
   sign kube-controller-manager "/CN=system:kube-controller-manager" "${CLIENT_EXT}"
   sign kube-scheduler "/CN=system:kube-scheduler" "${CLIENT_EXT}"
   sign front-proxy-client "/CN=front-proxy-client" "${CLIENT_EXT}"
+  # The API server's client certificate towards kubelets (logs, exec, stats
+  # proxy of the real node, node.sh).
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "${CLIENT_EXT}"
   # Service-account token signing key pair.
   gen_key "${PKI}/sa.key"
   openssl pkey -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -364,6 +368,8 @@ start kube-apiserver "${KUBE_APISERVER}" \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
   --proxy-client-key-file="${PKI}/front-proxy-client.key" \
+  --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
   --enable-priority-and-fairness=false \
   --allow-privileged=true \
   --profiling=false \
@@ -471,6 +477,11 @@ export HELM_CACHE_HOME='${STATE_DIR}/helm/cache'
 export HELM_CONFIG_HOME='${STATE_DIR}/helm/config'
 export HELM_DATA_HOME='${STATE_DIR}/helm/data'
 EOF
+
+# --- the real node (opt-in) ---------------------------------------------------------
+if [[ "${TESTBED_REAL_NODE:-0}" == 1 ]]; then
+  "${TESTBED_DIR}/node.sh" up "${STATE_DIR}"
+fi
 
 UP_OK=1
 testbed_log "test bed up in $(($(date +%s) - START_TS))s; source ${STATE_DIR}/env"
