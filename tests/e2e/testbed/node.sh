@@ -25,7 +25,8 @@
 #   CNI_BIN_DIR             CNI plugins (default /usr/lib/cni, Debian's containernetworking-plugins)
 #
 # `up` appends the node's variables to STATE_DIR/env (see the README) and adds
-# a Prometheus scrape job for annotated pods on the node; `down` takes both out.
+# a Prometheus scrape job (file discovery) for pods of the node; `down` takes
+# both out.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -109,7 +110,7 @@ port_of() { # URL -> its port
 our_shims() {
   local p
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"${p}/cmdline" 2>/dev/null | grep -qF -- "-address ${CTRD_SOCK} "; then
+    if tr '\0' ' ' 2>/dev/null <"${p}/cmdline" | grep -qF -- "-address ${CTRD_SOCK} "; then
       printf '%s\n' "${p#/proc/}"
     fi
   done
@@ -410,9 +411,8 @@ version = 2
 root = "${CTRD_DIR}/root"
 state = "${CTRD_DIR}/state"
 # Plugins that would use fixed paths or are not needed here.
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.runtime.v1.linux",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.tracing.processor.v1.otlp"]
 
 [grpc]
@@ -432,6 +432,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.runtime.v1.l
   netns_mounts_under_state_dir = true
   enable_selinux = false
   disable_apparmor = true
+  # Lowering an oom_score_adj needs CAP_SYS_RESOURCE, which a sandboxed root may
+  # lack (runc then fails with "can't get final child's PID from pipe"): keep
+  # every container's score at or above containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -540,6 +544,8 @@ registerWithTaints:
 podLogsDirectory: ${NODE_DIR}/pod-logs
 volumePluginDir: ${NODE_DIR}/kubelet/volume-plugins
 failSwapOn: false
+# Like restrict_oom_score_adj above: leave the kubelet's own score alone.
+oomScoreAdj: 0
 # Nothing can be pulled: never collect images; disk-pressure eviction only near a full disk.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -610,31 +616,21 @@ service_rules() {
 }
 wait_ready kube-proxy "kube-proxy rules for the kubernetes Service" service_rules
 
-# --- Prometheus: scrape annotated pods of the node at their pod IPs -------------------
+# --- Prometheus: scrape pods of the node at their pod IPs ----------------------------
 PROM_YML="${STATE_DIR}/prometheus/prometheus.yml"
+mkdir -p "${NODE_DIR}/prometheus-targets"
 if [[ -f "${PROM_YML}" ]]; then
   cp "${PROM_YML}" "${NODE_DIR}/prometheus.yml.orig"
   cat >>"${PROM_YML}" <<EOF
-  # Added by node.sh: pods on the real node annotated prometheus.io/scrape=true,
-  # at their pod IP and the container port named "metrics".
+  # Added by node.sh: pods of the real node, scraped at their pod IP. The
+  # distribution's Prometheus has no Kubernetes discovery: a test writes
+  # [{"targets": ["POD_IP:PORT"], "labels": {...}}] to a *.json file in
+  # ${NODE_DIR}/prometheus-targets/ (REAL_NODE_PROMETHEUS_TARGETS_DIR).
   - job_name: real-node-pods
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: ${STATE_DIR}/kubeconfig
-        selectors:
-          - role: pod
-            field: spec.nodeName=${NODE_NAME}
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-        regex: "true"
-        action: keep
-      - source_labels: [__meta_kubernetes_pod_container_port_name]
-        regex: metrics
-        action: keep
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
+    scrape_interval: 1s
+    file_sd_configs:
+      - files: ['${NODE_DIR}/prometheus-targets/*.json']
+        refresh_interval: 2s
 EOF
   "${PROMTOOL}" check config "${PROM_YML}" >"${LOGS}/promtool-check.log" 2>&1 ||
     testbed_die "promtool check config failed: $(cat "${LOGS}/promtool-check.log")"
@@ -652,6 +648,7 @@ export REAL_NODE_POD_SUBNET='${SUBNET}'
 export REAL_NODE_KUBELET_URL='https://${NODE_IP}:${KUBELET_PORT}'
 export REAL_NODE_CONTAINERD_ADDRESS='${CTRD_SOCK}'
 export REAL_NODE_DIR='${NODE_DIR}'
+export REAL_NODE_PROMETHEUS_TARGETS_DIR='${NODE_DIR}/prometheus-targets'
 export JAEGER_OTLP_GRPC_FOR_PODS='http://${NODE_IP}:${OTLP_GRPC_PORT}'
 export JAEGER_OTLP_HTTP_FOR_PODS='http://${NODE_IP}:${OTLP_HTTP_PORT}'
 ${ENV_END}

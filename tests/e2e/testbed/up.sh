@@ -382,7 +382,9 @@ wait_ready kube-apiserver "kube-apiserver" "${CURL_ADMIN[@]}" "${APISERVER_URL}/
 # Controllers: the Job lifecycle (job, cronjob, ttl-after-finished,
 # garbagecollector), what a namespace and a Pod need in a real cluster
 # (namespace; serviceaccount: the ServiceAccount admission plugin stays on, so
-# Pods need the namespace's "default" ServiceAccount; podgc), and deployment +
+# Pods need the namespace's "default" ServiceAccount; root-ca-cert-publisher:
+# the kube-root-ca.crt ConfigMap of every namespace, which a real kubelet needs
+# for the service-account token volume; podgc), and deployment +
 # replicaset so a chart's Deployment gets (forever Running) pods. Each
 # controller uses its own service-account credentials, as in a kubeadm cluster.
 start kube-controller-manager "${KUBE_CONTROLLER_MANAGER}" \
@@ -391,7 +393,7 @@ start kube-controller-manager "${KUBE_CONTROLLER_MANAGER}" \
   --authorization-kubeconfig="${STATE_DIR}/kube-controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 \
   --secure-port="${KCM_PORT}" \
-  --controllers=job,cronjob,ttl-after-finished,garbagecollector,namespace,serviceaccount,podgc,deployment,replicaset \
+  --controllers=job,cronjob,ttl-after-finished,garbagecollector,namespace,serviceaccount,root-ca-cert-publisher,podgc,deployment,replicaset \
   --use-service-account-credentials=true \
   --root-ca-file="${PKI}/ca.crt" \
   --leader-elect=false \
