@@ -370,6 +370,7 @@ start kube-apiserver "${KUBE_APISERVER}" \
   --proxy-client-key-file="${PKI}/front-proxy-client.key" \
   --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" \
   --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP \
   --enable-priority-and-fairness=false \
   --allow-privileged=true \
   --profiling=false \
