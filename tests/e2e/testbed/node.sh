@@ -10,10 +10,10 @@
 # socket, kubelet root dir, pod logs, CNI config and IP allocations, logs) except
 # what the kernel and the tools keep in fixed places, all removed again by
 # `down`: the bridge, the iptables chains of kube-proxy and the kubelet, the
-# pods' network namespaces (/run/netns), the QoS cgroups (/kubepods in each
-# cgroup v1 hierarchy), the kubelet's /var/log/containers links, the shims'
-# sockets (/run/containerd/s) and the kernel settings the kubelet and
-# kube-proxy change (restored to the values found by `up`).
+# QoS cgroups (/kubepods in each cgroup v1 hierarchy), the kubelet's
+# /var/log/containers links, libcni's cache (/var/lib/cni), the shims' sockets
+# (/run/containerd/s) and the kernel settings the kubelet and kube-proxy
+# change (restored to the values found by `up`).
 #
 # Only one real node per machine (fixed bridge name and pod subnet).
 #
@@ -236,12 +236,24 @@ node_down() {
     [[ -d "${f}" ]] || continue
     find "${f}" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  # 8. Links the kubelet made in /var/log/containers to our pod logs.
+  # 8. Links the kubelet made in /var/log/containers (to our pod logs, or any
+  #    that was not there before `up`), and libcni's cache dir if we made it.
   if [[ -d /var/log/containers ]]; then
     find /var/log/containers -maxdepth 1 -type l -lname "${NODE_DIR}/*" -delete 2>/dev/null || true
+    while read -r f; do
+      [[ -n "${f}" ]] || continue
+      grep -qxF -- "${f}" "${NODE_DIR}/varlog.before" 2>/dev/null || rm -f "/var/log/containers/${f}"
+    done < <(find /var/log/containers -maxdepth 1 -type l -printf '%f\n')
     if [[ -f "${NODE_DIR}/varlog.made" ]]; then
       rmdir /var/log/containers 2>/dev/null || true
     fi
+  fi
+  if [[ -f "${NODE_DIR}/cni-cache.made" ]]; then
+    rm -rf /var/lib/cni
+  fi
+  # containerd 1.6's shims keep their sockets in /run/containerd/s (removed as they exit).
+  if [[ -f "${NODE_DIR}/run-containerd.made" ]]; then
+    rmdir /run/containerd/s /run/containerd 2>/dev/null || true
   fi
   # 9. Kernel settings back to what `up` found.
   if [[ -f "${NODE_DIR}/sysctl.before" ]]; then
@@ -342,7 +354,14 @@ for tool in iptables ip6tables; do
   done
 done >"${NODE_DIR}/chains.before"
 ip netns list 2>/dev/null | awk '{print $1}' >"${NODE_DIR}/netns.before"
-[[ -d /var/log/containers ]] || : >"${NODE_DIR}/varlog.made"
+if [[ -d /var/log/containers ]]; then
+  find /var/log/containers -maxdepth 1 -type l -printf '%f\n' >"${NODE_DIR}/varlog.before"
+else
+  : >"${NODE_DIR}/varlog.made"
+fi
+# libcni (inside containerd) caches results in /var/lib/cni (not configurable in containerd 1.6).
+[[ -e /var/lib/cni ]] || : >"${NODE_DIR}/cni-cache.made"
+[[ -e /run/containerd ]] || : >"${NODE_DIR}/run-containerd.made"
 
 APISERVER_PORT="$(port_of "${TESTBED_APISERVER_URL}")"
 OTLP_GRPC_PORT="$(port_of "${JAEGER_OTLP_GRPC_ENDPOINT}")"
@@ -541,7 +560,7 @@ registerWithTaints:
 - key: ${NODE_LABEL}
   value: "true"
   effect: NoSchedule
-podLogsDirectory: ${NODE_DIR}/pod-logs
+podLogsDir: ${NODE_DIR}/pod-logs
 volumePluginDir: ${NODE_DIR}/kubelet/volume-plugins
 failSwapOn: false
 # Like restrict_oom_score_adj above: leave the kubelet's own score alone.
