@@ -123,10 +123,11 @@ subjects:
 - {kind: ServiceAccount, name: exporter, namespace: ${NS}}
 EOF
 # The restricted standard is enforced: a pod without the security context is refused.
-if "${K[@]}" -n "${NS}" run not-restricted --image="${IMAGE}" --image-pull-policy=Never \
-  --overrides="{\"spec\": {\"nodeName\": \"${REAL_NODE_NAME}\"}}" >/dev/null 2>&1; then
+if out="$("${K[@]}" -n "${NS}" run not-restricted --image="${IMAGE}" --image-pull-policy=Never \
+  --overrides="{\"spec\": {\"nodeName\": \"${REAL_NODE_NAME}\"}}" 2>&1)"; then
   fail "a pod without the restricted security context was admitted"
 fi
+grep -q 'violates PodSecurity "restricted' <<<"${out}" || fail "a pod was refused, but not by Pod Security: ${out}"
 pass "namespace ${NS} enforces the restricted Pod Security Standard"
 
 t_create=$(now)
