@@ -65,41 +65,9 @@ ctr_() {
   ctr --address "${CTRD_SOCK}" --namespace k8s.io "$@"
 }
 
-# --- helpers shared with up.sh's style -------------------------------------------
-start() { # NAME COMMAND... : own session, log to LOGS/NAME.log, record pid.
-  local name="$1"
-  shift
-  setsid "$@" >"${LOGS}/${name}.log" 2>&1 </dev/null &
-  local pid=$! i
-  printf '%s %s\n' "${name}" "${pid}" >>"${PIDS}"
-  for ((i = 0; i < 20; i++)); do
-    [[ "$(ps -o sid= -p "${pid}" 2>/dev/null | tr -d ' ')" == "${pid}" ]] && break
-    sleep 0.05
-  done
-  testbed_log "started ${name} (pid ${pid})"
-}
-
-alive() { # NAME
-  local pid
-  pid="$(awk -v n="$1" '$1 == n {print $2}' "${PIDS}")"
-  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
-}
-
-wait_ready() { # NAME DESCRIPTION COMMAND...
-  local name="$1" what="$2" start now
-  shift 2
-  start=$(date +%s)
-  while true; do
-    if "$@" >/dev/null 2>&1; then
-      testbed_log "${what}: ready after $(($(date +%s) - start))s"
-      return 0
-    fi
-    alive "${name}" || testbed_die "${name} exited during start-up (see ${LOGS}/${name}.log)"
-    now=$(date +%s)
-    ((now - start < TIMEOUT)) || testbed_die "${what}: not ready after ${TIMEOUT}s (see ${LOGS}/${name}.log)"
-    sleep 0.3
-  done
-}
+start() { testbed_start "$@"; }
+alive() { testbed_alive "$@"; }
+wait_ready() { testbed_wait_ready "$@"; }
 
 port_of() { # URL -> its port
   local p="${1##*:}"
@@ -320,6 +288,8 @@ PAUSE_ARCHIVE="$(testbed_component_dir pause "${PAUSE_VERSION}")/image/pause.oci
 [[ -f "${PAUSE_ARCHIVE}" ]] || testbed_die "no pause image archive: run build.sh --node"
 K=("${KUBECTL}" --kubeconfig="${STATE_DIR}/kubeconfig")
 
+[[ -z "$(mounts_under "${NODE_DIR}")" ]] || testbed_die "mounts left under ${NODE_DIR}: run node.sh down ${STATE_DIR} first"
+
 START_TS=$(date +%s)
 rm -rf "${NODE_DIR}"
 mkdir -p "${LOGS}" "${NODE_DIR}/pki" "${CTRD_DIR}" "${NODE_DIR}/cni/net.d" "${NODE_DIR}/cni/ipam" \
@@ -331,12 +301,7 @@ on_exit() {
   local rc=$?
   if [[ "${UP_OK}" != 1 ]]; then
     testbed_log "node.sh up failed (exit ${rc}); logs are in ${LOGS}; stopping what was started"
-    local f
-    for f in "${LOGS}"/*.log; do
-      [[ -s "${f}" ]] || continue
-      printf '==== last lines of %s ====\n' "${f}" >&2
-      tail -n 15 "${f}" >&2 || true
-    done
+    testbed_show_logs "${LOGS}"
     "${BASH_SOURCE[0]}" down "${STATE_DIR}" || true
   fi
 }
@@ -380,16 +345,7 @@ testbed_log "bridge ${BRIDGE} ${NODE_IP}/24"
 
 # --- certificates (signed by the bed's CA) --------------------------------------
 PKI="${NODE_DIR}/pki"
-sign() { # NAME SUBJECT EXTENSIONS
-  local name="$1" subj="$2" ext="$3"
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "${PKI}/${name}.key" 2>/dev/null
-  openssl req -new -key "${PKI}/${name}.key" -subj "${subj}" -out "${PKI}/${name}.csr" 2>/dev/null
-  printf '%b\n' "${ext}" >"${PKI}/${name}.ext"
-  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${TESTBED_CA_FILE}" -CAkey "${TESTBED_STATE_DIR}/pki/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
-    -extfile "${PKI}/${name}.ext" -out "${PKI}/${name}.crt" 2>/dev/null
-  rm -f "${PKI}/${name}.csr" "${PKI}/${name}.ext"
-}
+sign() { testbed_sign "${PKI}" "${TESTBED_CA_FILE}" "${TESTBED_STATE_DIR}/pki/ca.key" "$@"; }
 (
   umask 077
   CLIENT_EXT='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth'
@@ -399,27 +355,7 @@ sign() { # NAME SUBJECT EXTENSIONS
     "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:${NODE_IP},DNS:${NODE_NAME}"
 )
 write_kubeconfig() { # FILE USER CERT
-  (
-    umask 077
-    cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: ${TESTBED_APISERVER_URL}
-    certificate-authority-data: $(base64 -w0 <"${TESTBED_CA_FILE}")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 <"${PKI}/$3.crt")
-    client-key-data: $(base64 -w0 <"${PKI}/$3.key")
-contexts:
-- name: testbed
-  context: {cluster: testbed, user: $2}
-current-context: testbed
-EOF
-  )
+  testbed_kubeconfig "$1" "${TESTBED_APISERVER_URL}" "${TESTBED_CA_FILE}" "$2" "${PKI}/$3.crt" "${PKI}/$3.key"
 }
 write_kubeconfig "${NODE_DIR}/kubelet.kubeconfig" "system:node:${NODE_NAME}" kubelet-client
 write_kubeconfig "${NODE_DIR}/kube-proxy.kubeconfig" system:kube-proxy kube-proxy

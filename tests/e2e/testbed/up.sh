@@ -95,12 +95,7 @@ on_exit() {
   local rc=$?
   if [[ "${UP_OK}" != 1 ]]; then
     testbed_log "up.sh failed (exit ${rc}); logs are in ${LOGS}; stopping what was started"
-    local f
-    for f in "${LOGS}"/*.log; do
-      [[ -s "${f}" ]] || continue
-      printf '==== last lines of %s ====\n' "${f}" >&2
-      tail -n 15 "${f}" >&2 || true
-    done
+    testbed_show_logs "${LOGS}"
     "${TESTBED_DIR}/down.sh" "${STATE_DIR}" || true
   fi
 }
@@ -108,49 +103,9 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-# start NAME COMMAND... : run in its own session, log to LOGS/NAME.log, record pid.
-start() {
-  local name="$1"
-  shift
-  setsid "$@" >"${LOGS}/${name}.log" 2>&1 </dev/null &
-  local pid=$! i
-  printf '%s %s\n' "${name}" "${pid}" >>"${PIDS}"
-  # down.sh relies on the pid leading its own session.
-  for ((i = 0; i < 20; i++)); do
-    [[ "$(ps -o sid= -p "${pid}" 2>/dev/null | tr -d ' ')" == "${pid}" ]] && break
-    sleep 0.05
-  done
-  testbed_log "started ${name} (pid ${pid})"
-}
-
-alive() { # NAME
-  local pid
-  pid="$(awk -v n="$1" '$1 == n {print $2}' "${PIDS}")"
-  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
-}
-
-# wait_ready NAME DESCRIPTION COMMAND... : runs COMMAND until it succeeds; fails
-# at once when the process died, or after TIMEOUT seconds.
-wait_ready() {
-  local name="$1" what="$2" start now
-  shift 2
-  start=$(date +%s)
-  while true; do
-    if "$@" >/dev/null 2>&1; then
-      now=$(date +%s)
-      testbed_log "${what}: ready after $((now - start))s"
-      return 0
-    fi
-    if ! alive "${name}"; then
-      testbed_die "${name} exited during start-up (see ${LOGS}/${name}.log)"
-    fi
-    now=$(date +%s)
-    if ((now - start >= TIMEOUT)); then
-      testbed_die "${what}: not ready after ${TIMEOUT}s (see ${LOGS}/${name}.log)"
-    fi
-    sleep 0.3
-  done
-}
+start() { testbed_start "$@"; }
+alive() { testbed_alive "$@"; }
+wait_ready() { testbed_wait_ready "$@"; }
 
 # --- ports -------------------------------------------------------------------
 ETCD_PORT="$(testbed_free_port)"
@@ -170,20 +125,9 @@ APISERVER_URL="https://127.0.0.1:${APISERVER_PORT}"
 
 # --- certificates ------------------------------------------------------------
 testbed_log "generating certificates in ${PKI}"
-gen_key() { # FILE
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null
-}
+gen_key() { testbed_gen_key "$@"; }
 # sign NAME SUBJECT EXTENSIONS : key + certificate signed by the test-bed CA.
-sign() {
-  local name="$1" subj="$2" ext="$3"
-  gen_key "${PKI}/${name}.key"
-  openssl req -new -key "${PKI}/${name}.key" -subj "${subj}" -out "${PKI}/${name}.csr" 2>/dev/null
-  printf '%b\n' "${ext}" >"${PKI}/${name}.ext"
-  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/ca.crt" -CAkey "${PKI}/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
-    -extfile "${PKI}/${name}.ext" -out "${PKI}/${name}.crt" 2>/dev/null
-  rm -f "${PKI}/${name}.csr" "${PKI}/${name}.ext"
-}
+sign() { testbed_sign "${PKI}" "${PKI}/ca.crt" "${PKI}/ca.key" "$@"; }
 (
   umask 077
   gen_key "${PKI}/ca.key"
@@ -208,31 +152,7 @@ sign() {
 
 # kubeconfig FILE USER CERT_NAME : self-contained kubeconfig (embedded data).
 write_kubeconfig() {
-  local file="$1" user="$2" cert="$3"
-  (
-    umask 077
-    cat >"${file}" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: ${APISERVER_URL}
-    certificate-authority-data: $(base64 -w0 <"${PKI}/ca.crt")
-users:
-- name: ${user}
-  user:
-    client-certificate-data: $(base64 -w0 <"${PKI}/${cert}.crt")
-    client-key-data: $(base64 -w0 <"${PKI}/${cert}.key")
-contexts:
-- name: testbed
-  context:
-    cluster: testbed
-    user: ${user}
-    namespace: default
-current-context: testbed
-EOF
-  )
+  testbed_kubeconfig "$1" "${APISERVER_URL}" "${PKI}/ca.crt" "$2" "${PKI}/$3.crt" "${PKI}/$3.key"
 }
 KUBECONFIG_FILE="${STATE_DIR}/kubeconfig"
 write_kubeconfig "${KUBECONFIG_FILE}" testbed-admin admin
