@@ -387,9 +387,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   netns_mounts_under_state_dir = true
   enable_selinux = false
   disable_apparmor = true
-  # Lowering an oom_score_adj needs CAP_SYS_RESOURCE, which a sandboxed root may
-  # lack (runc then fails with "can't get final child's PID from pipe"): keep
-  # every container's score at or above containerd's own.
+  # Lowering an oom_score_adj needs CAP_SYS_RESOURCE, which root lacks in some
+  # containers and VMs (runc then fails with "can't get final child's PID from
+  # pipe"): keep every container's score at or above containerd's own.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
