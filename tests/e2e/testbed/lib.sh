@@ -135,10 +135,14 @@ testbed_start() {
   testbed_log "started ${name} (pid ${pid})"
 }
 
+# True while the recorded process NAME runs (a zombie that nobody reaped yet
+# counts as dead).
 testbed_alive() { # NAME
-  local pid
+  local pid state
   pid="$(awk -v n="$1" '$1 == n {print $2}' "${PIDS}" 2>/dev/null)"
-  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
+  [[ -n "${pid}" ]] || return 1
+  state="$(ps -o stat= -p "${pid}" 2>/dev/null | tr -d ' ')"
+  [[ -n "${state}" && "${state}" != Z* ]]
 }
 
 # testbed_wait_ready NAME DESCRIPTION COMMAND... : runs COMMAND until it
