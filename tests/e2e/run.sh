@@ -34,4 +34,11 @@ dashboards/test.sh --prometheus "$PROMETHEUS_URL" --lookback 15m --step 1 --rate
 echo "e2e: the chart's manifests pass a server-side dry run"
 deploy/test.sh --server-dry-run || status=1
 
+# Opt-in (TESTBED_REAL_NODE=1, as root): build.sh and up.sh then add the real node (kubelet, containerd), and the
+# exporter's image runs there as a Pod.
+if [[ ${TESTBED_REAL_NODE:-0} == 1 ]]; then
+  echo "e2e: the exporter's image as a Pod on the real node"
+  tests/e2e/testbed/node-smoke.sh "$state" || status=1
+fi
+
 exit "$status"

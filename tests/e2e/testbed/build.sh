@@ -3,8 +3,11 @@
 # versions.env, from the Go module proxy, into the cache directory
 # (${AGENTRUN_TESTBED_CACHE:-$HOME/.cache/agentrun-lifecycle-exporter/testbed}).
 #
-# Usage: tests/e2e/testbed/build.sh [--force COMPONENT]...
-#   COMPONENT: etcd kubernetes kwok jaeger helm
+# Usage: tests/e2e/testbed/build.sh [--node] [--force COMPONENT]...
+#   COMPONENT: etcd kubernetes kwok jaeger helm kubernetes-node pause
+#   --node: also build the real node's kubelet and kube-proxy (component
+#   kubernetes-node) and its pause image (component pause; needs gcc, umoci):
+#   see node.sh. So does TESTBED_REAL_NODE=1.
 #
 # Environment: AGENTRUN_TESTBED_CACHE, TESTBED_GO, TESTBED_GOMODCACHE,
 # TESTBED_GOCACHE (see lib.sh), TESTBED_BUILD_JOBS (go build -p, default 2),
@@ -20,15 +23,20 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 FORCE=" "
+WITH_NODE="${TESTBED_REAL_NODE:-0}"
 while (($#)); do
   case "$1" in
+    --node)
+      WITH_NODE=1
+      shift
+      ;;
     --force)
       [[ $# -ge 2 ]] || testbed_die "--force needs a component name"
       FORCE+="$2 "
       shift 2
       ;;
     -h | --help)
-      sed -n '2,16p' "$0"
+      sed -n '2,20p' "$0"
       exit 0
       ;;
     *) testbed_die "unknown argument: $1" ;;
@@ -145,9 +153,22 @@ EOF
 
 # --- kubernetes --------------------------------------------------------------
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# The real node's binaries (node.sh): a component of their own, so a cache
+# built without them stays valid; built only with --node or TESTBED_REAL_NODE=1.
+KUBE_NODE_CMDS=(kubelet kube-proxy)
 
 build_kubernetes() {
+  build_kube_cmds "$1" "$2" "${KUBE_CMDS[@]}"
+}
+
+build_kubernetes_node() {
+  build_kube_cmds "$1" "$2" "${KUBE_NODE_CMDS[@]}"
+}
+
+# build_kube_cmds OUT SRC COMMAND... : the k8s.io/kubernetes/cmd/COMMANDs.
+build_kube_cmds() {
   local out="$1" src="$2" kmod staging m minor major ldflags pkgs=() c vpkg
+  shift 2
   kmod="$(mod_gomod "k8s.io/kubernetes@${KUBERNETES_VERSION}")"
   [[ -f "${kmod}" ]] || testbed_die "could not download k8s.io/kubernetes@${KUBERNETES_VERSION}"
   # Staging modules: replaced by ./staging/src/... in k8s.io/kubernetes and
@@ -163,7 +184,7 @@ build_kubernetes() {
     done
     printf ')\n'
   } >"${src}/go.mod"
-  for c in "${KUBE_CMDS[@]}"; do
+  for c in "$@"; do
     pkgs+=("k8s.io/kubernetes/cmd/${c}")
   done
   major="${KUBERNETES_VERSION#v}"
@@ -182,6 +203,42 @@ build_kubernetes() {
     gorun get -tool "${pkgs[@]/%/@${KUBERNETES_VERSION}}"
     gorun build -p "${BUILD_JOBS}" -ldflags "${ldflags}" -o "${out}/" "${pkgs[@]}"
   )
+}
+
+# --- pause image (real node) ---------------------------------------------------
+# The sandbox ("pause") image of the real node's containerd, made here with no
+# registry: Kubernetes' own build/pause/linux/pause.c from the pinned
+# k8s.io/kubernetes module, compiled with gcc -static, packed by umoci into an
+# OCI image archive (image/pause.oci.tar, named ${PAUSE_IMAGE}) for
+# `ctr images import`.
+build_pause() {
+  local out="$1" src="$2" kdir created
+  for tool in gcc umoci jq tar; do
+    command -v "${tool}" >/dev/null 2>&1 || testbed_die "'${tool}' is required for the pause image (deps.sh)"
+  done
+  kdir="$(gorun mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+  [[ -f "${kdir}/build/pause/linux/pause.c" ]] || testbed_die "no build/pause/linux/pause.c in k8s.io/kubernetes@${KUBERNETES_VERSION}"
+  mkdir -p "${src}/rootfs" "${out}/../image"
+  gcc -Os -Wall -Werror -static -DVERSION="v${PAUSE_VERSION}-${KUBERNETES_VERSION}" \
+    -o "${src}/rootfs/pause" "${kdir}/build/pause/linux/pause.c"
+  strip "${src}/rootfs/pause"
+  chmod 0755 "${src}/rootfs" "${src}/rootfs/pause"
+  created=1970-01-01T00:00:00Z
+  tar -C "${src}/rootfs" --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    --mtime=@0 --sort=name --owner=0 --group=0 --numeric-owner -cf "${src}/layer.tar" pause
+  umoci init --layout "${src}/layout"
+  umoci new --image "${src}/layout:${PAUSE_VERSION}"
+  umoci raw add-layer --image "${src}/layout:${PAUSE_VERSION}" --history.created "${created}" \
+    --history.created_by "gcc -static build/pause/linux/pause.c" "${src}/layer.tar"
+  umoci config --image "${src}/layout:${PAUSE_VERSION}" --no-history --created "${created}" \
+    --os linux --architecture amd64 --config.user 65535:65535 --config.entrypoint /pause
+  umoci gc --layout "${src}/layout"
+  jq -c --arg ref "${PAUSE_IMAGE}" '.manifests[0].annotations["io.containerd.image.name"] = $ref' \
+    "${src}/layout/index.json" >"${src}/index.json"
+  mv "${src}/index.json" "${src}/layout/index.json"
+  tar -C "${src}/layout" --format=posix --mtime=@0 --sort=name --owner=0 --group=0 --numeric-owner \
+    -cf "${out}/../image/pause.oci.tar" oci-layout index.json blobs
 }
 
 # --- kwok --------------------------------------------------------------------
@@ -247,6 +304,10 @@ build_component kwok "${KWOK_VERSION}" build_kwok
 build_component helm "${HELM_VERSION}" build_helm
 build_component jaeger "${JAEGER_MODULE_VERSION}" build_jaeger
 build_component kubernetes "${KUBERNETES_VERSION}" build_kubernetes
+if [[ "${WITH_NODE}" == 1 ]]; then
+  build_component kubernetes-node "${KUBERNETES_VERSION}" build_kubernetes_node
+  build_component pause "${PAUSE_VERSION}" build_pause
+fi
 
 # Combined bin dir for this set of versions (symlinks into dist/).
 BIN_DIR="$(testbed_bin_dir)"
@@ -263,6 +324,9 @@ link_bins kwok "${KWOK_VERSION}"
 link_bins helm "${HELM_VERSION}"
 link_bins jaeger "${JAEGER_MODULE_VERSION}"
 link_bins kubernetes "${KUBERNETES_VERSION}"
+if [[ -f "$(testbed_component_dir kubernetes-node "${KUBERNETES_VERSION}")/.stamp" ]]; then
+  link_bins kubernetes-node "${KUBERNETES_VERSION}"
+fi
 
 for tool in prometheus promtool; do
   if ! command -v "${tool}" >/dev/null 2>&1 && [[ -z "${PROMETHEUS_BIN:-}" ]]; then

@@ -17,6 +17,14 @@ declare -A packages=(
   [prometheus]=prometheus [promtool]=prometheus [jq]=jq [openssl]=openssl [curl]=curl
   [ss]=iproute2 [ps]=procps [flock]=util-linux [setsid]=util-linux
 )
+# The real node (tests/e2e/testbed/node.sh; opt-in with TESTBED_REAL_NODE=1): container runtime, CNI plugins,
+# iptables for kube-proxy, socat for its forwarders, gcc + libc6-dev (static libc) and umoci for the pause image.
+if [[ ${TESTBED_REAL_NODE:-0} == 1 ]]; then
+  packages+=(
+    [containerd]=containerd [ctr]=containerd [runc]=runc [iptables]=iptables [ip6tables]=iptables
+    [socat]=socat [gcc]=gcc [umoci]=umoci [ip]=iproute2 [sysctl]=procps
+  )
+fi
 want=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || want+=("${packages[$cmd]}")
@@ -30,6 +38,10 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     echo "deps: $(command -v python3) lacks PyYAML; install it (python3 -m pip install pyyaml) and run again" >&2
     exit 1
   fi
+fi
+if [[ ${TESTBED_REAL_NODE:-0} == 1 ]]; then
+  [[ -x /usr/lib/cni/bridge ]] || want+=(containernetworking-plugins)
+  [[ -f /usr/lib/x86_64-linux-gnu/libc.a || -f /usr/lib/$(uname -m)-linux-gnu/libc.a ]] || want+=(libc6-dev)
 fi
 ((${#want[@]})) || exit 0
 mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)

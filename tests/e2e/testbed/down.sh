@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop every process that up.sh started for STATE_DIR: SIGTERM (newest first),
 # then SIGKILL after TESTBED_STOP_TIMEOUT seconds (default 15). Leaves STATE_DIR
-# (logs, data) in place. Safe to run twice.
+# (logs, data) in place. Safe to run twice. A real node (node.sh) is taken
+# down first.
 #
 # Usage: tests/e2e/testbed/down.sh STATE_DIR
 set -euo pipefail
@@ -17,6 +18,11 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 STATE_DIR="$(cd "$1" && pwd)"
 PIDS="${STATE_DIR}/pids"
 TIMEOUT="${TESTBED_STOP_TIMEOUT:-15}"
+
+# The real node first (node.sh), while the API server still runs.
+if [[ -f "${STATE_DIR}/node/pids" ]]; then
+  "${TESTBED_DIR}/node.sh" down "${STATE_DIR}" || testbed_log "node.sh down failed; stopping the rest anyway"
+fi
 
 if [[ ! -s "${PIDS}" ]]; then
   testbed_log "nothing recorded in ${PIDS}"

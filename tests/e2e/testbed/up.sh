@@ -10,6 +10,7 @@
 #   PROMETHEUS_RULE_FILES    space-separated rule files to load (copied into STATE_DIR)
 #   TESTBED_START_TIMEOUT    seconds to wait for each component (default 120)
 #   TESTBED_KWOK_STAGES      kwok stage config (default: kwok-stages.yaml next to this script)
+#   TESTBED_REAL_NODE=1      also start the real node (node.sh up; needs root and build.sh --node)
 #
 # On success writes STATE_DIR/env (source it) and STATE_DIR/pids; stop with
 # down.sh STATE_DIR. On failure everything started so far is stopped again.
@@ -94,12 +95,7 @@ on_exit() {
   local rc=$?
   if [[ "${UP_OK}" != 1 ]]; then
     testbed_log "up.sh failed (exit ${rc}); logs are in ${LOGS}; stopping what was started"
-    local f
-    for f in "${LOGS}"/*.log; do
-      [[ -s "${f}" ]] || continue
-      printf '==== last lines of %s ====\n' "${f}" >&2
-      tail -n 15 "${f}" >&2 || true
-    done
+    testbed_show_logs "${LOGS}"
     "${TESTBED_DIR}/down.sh" "${STATE_DIR}" || true
   fi
 }
@@ -107,49 +103,9 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-# start NAME COMMAND... : run in its own session, log to LOGS/NAME.log, record pid.
-start() {
-  local name="$1"
-  shift
-  setsid "$@" >"${LOGS}/${name}.log" 2>&1 </dev/null &
-  local pid=$! i
-  printf '%s %s\n' "${name}" "${pid}" >>"${PIDS}"
-  # down.sh relies on the pid leading its own session.
-  for ((i = 0; i < 20; i++)); do
-    [[ "$(ps -o sid= -p "${pid}" 2>/dev/null | tr -d ' ')" == "${pid}" ]] && break
-    sleep 0.05
-  done
-  testbed_log "started ${name} (pid ${pid})"
-}
-
-alive() { # NAME
-  local pid
-  pid="$(awk -v n="$1" '$1 == n {print $2}' "${PIDS}")"
-  [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null
-}
-
-# wait_ready NAME DESCRIPTION COMMAND... : runs COMMAND until it succeeds; fails
-# at once when the process died, or after TIMEOUT seconds.
-wait_ready() {
-  local name="$1" what="$2" start now
-  shift 2
-  start=$(date +%s)
-  while true; do
-    if "$@" >/dev/null 2>&1; then
-      now=$(date +%s)
-      testbed_log "${what}: ready after $((now - start))s"
-      return 0
-    fi
-    if ! alive "${name}"; then
-      testbed_die "${name} exited during start-up (see ${LOGS}/${name}.log)"
-    fi
-    now=$(date +%s)
-    if ((now - start >= TIMEOUT)); then
-      testbed_die "${what}: not ready after ${TIMEOUT}s (see ${LOGS}/${name}.log)"
-    fi
-    sleep 0.3
-  done
-}
+start() { testbed_start "$@"; }
+alive() { testbed_alive "$@"; }
+wait_ready() { testbed_wait_ready "$@"; }
 
 # --- ports -------------------------------------------------------------------
 ETCD_PORT="$(testbed_free_port)"
@@ -169,20 +125,9 @@ APISERVER_URL="https://127.0.0.1:${APISERVER_PORT}"
 
 # --- certificates ------------------------------------------------------------
 testbed_log "generating certificates in ${PKI}"
-gen_key() { # FILE
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null
-}
+gen_key() { testbed_gen_key "$@"; }
 # sign NAME SUBJECT EXTENSIONS : key + certificate signed by the test-bed CA.
-sign() {
-  local name="$1" subj="$2" ext="$3"
-  gen_key "${PKI}/${name}.key"
-  openssl req -new -key "${PKI}/${name}.key" -subj "${subj}" -out "${PKI}/${name}.csr" 2>/dev/null
-  printf '%b\n' "${ext}" >"${PKI}/${name}.ext"
-  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/ca.crt" -CAkey "${PKI}/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 30 -sha256 \
-    -extfile "${PKI}/${name}.ext" -out "${PKI}/${name}.crt" 2>/dev/null
-  rm -f "${PKI}/${name}.csr" "${PKI}/${name}.ext"
-}
+sign() { testbed_sign "${PKI}" "${PKI}/ca.crt" "${PKI}/ca.key" "$@"; }
 (
   umask 077
   gen_key "${PKI}/ca.key"
@@ -197,6 +142,9 @@ sign() {
   sign kube-controller-manager "/CN=system:kube-controller-manager" "${CLIENT_EXT}"
   sign kube-scheduler "/CN=system:kube-scheduler" "${CLIENT_EXT}"
   sign front-proxy-client "/CN=front-proxy-client" "${CLIENT_EXT}"
+  # The API server's client certificate towards kubelets (logs, exec, stats
+  # proxy of the real node, node.sh).
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "${CLIENT_EXT}"
   # Service-account token signing key pair.
   gen_key "${PKI}/sa.key"
   openssl pkey -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -204,31 +152,7 @@ sign() {
 
 # kubeconfig FILE USER CERT_NAME : self-contained kubeconfig (embedded data).
 write_kubeconfig() {
-  local file="$1" user="$2" cert="$3"
-  (
-    umask 077
-    cat >"${file}" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: ${APISERVER_URL}
-    certificate-authority-data: $(base64 -w0 <"${PKI}/ca.crt")
-users:
-- name: ${user}
-  user:
-    client-certificate-data: $(base64 -w0 <"${PKI}/${cert}.crt")
-    client-key-data: $(base64 -w0 <"${PKI}/${cert}.key")
-contexts:
-- name: testbed
-  context:
-    cluster: testbed
-    user: ${user}
-    namespace: default
-current-context: testbed
-EOF
-  )
+  testbed_kubeconfig "$1" "${APISERVER_URL}" "${PKI}/ca.crt" "$2" "${PKI}/$3.crt" "${PKI}/$3.key"
 }
 KUBECONFIG_FILE="${STATE_DIR}/kubeconfig"
 write_kubeconfig "${KUBECONFIG_FILE}" testbed-admin admin
@@ -364,6 +288,9 @@ start kube-apiserver "${KUBE_APISERVER}" \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
   --proxy-client-key-file="${PKI}/front-proxy-client.key" \
+  --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP \
   --enable-priority-and-fairness=false \
   --allow-privileged=true \
   --profiling=false \
@@ -376,7 +303,9 @@ wait_ready kube-apiserver "kube-apiserver" "${CURL_ADMIN[@]}" "${APISERVER_URL}/
 # Controllers: the Job lifecycle (job, cronjob, ttl-after-finished,
 # garbagecollector), what a namespace and a Pod need in a real cluster
 # (namespace; serviceaccount: the ServiceAccount admission plugin stays on, so
-# Pods need the namespace's "default" ServiceAccount; podgc), and deployment +
+# Pods need the namespace's "default" ServiceAccount; root-ca-cert-publisher:
+# the kube-root-ca.crt ConfigMap of every namespace, which a real kubelet needs
+# for the service-account token volume; podgc), and deployment +
 # replicaset so a chart's Deployment gets (forever Running) pods. Each
 # controller uses its own service-account credentials, as in a kubeadm cluster.
 start kube-controller-manager "${KUBE_CONTROLLER_MANAGER}" \
@@ -385,7 +314,7 @@ start kube-controller-manager "${KUBE_CONTROLLER_MANAGER}" \
   --authorization-kubeconfig="${STATE_DIR}/kube-controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 \
   --secure-port="${KCM_PORT}" \
-  --controllers=job,cronjob,ttl-after-finished,garbagecollector,namespace,serviceaccount,podgc,deployment,replicaset \
+  --controllers=job,cronjob,ttl-after-finished,garbagecollector,namespace,serviceaccount,root-ca-cert-publisher,podgc,deployment,replicaset \
   --use-service-account-credentials=true \
   --root-ca-file="${PKI}/ca.crt" \
   --leader-elect=false \
@@ -471,6 +400,11 @@ export HELM_CACHE_HOME='${STATE_DIR}/helm/cache'
 export HELM_CONFIG_HOME='${STATE_DIR}/helm/config'
 export HELM_DATA_HOME='${STATE_DIR}/helm/data'
 EOF
+
+# --- the real node (opt-in) ---------------------------------------------------------
+if [[ "${TESTBED_REAL_NODE:-0}" == 1 ]]; then
+  "${TESTBED_DIR}/node.sh" up "${STATE_DIR}"
+fi
 
 UP_OK=1
 testbed_log "test bed up in $(($(date +%s) - START_TS))s; source ${STATE_DIR}/env"
