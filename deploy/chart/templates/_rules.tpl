@@ -4,9 +4,14 @@ Prometheus rules document starting with "groups:". Used by templates/prometheusr
 templates/rules-file.yaml, whose default rendering is alerts/agentrun-lifecycle.rules.yaml.
 
 Aggregations keep the cluster label and `namespace` and never match or group on job/instance (they differ between
-the scrape and the OTLP push paths). With N exporters (one sidecar per controller replica), counter increases and
-gauges are combined with max/min (each exporter sees the same objects), histograms and ratios with sum (both
-sides scale alike), so the rules hold for any N >= 1.
+the scrape and the OTLP push paths). With one sidecar per controller replica, only the one whose pod holds the
+controller's Lease (agentrun_exporter_leader 1) counts lifecycle events and reports the domain gauges; a standby's
+counters sit at zero. After a failover the old leader's series stop and the new leader's go on from their own
+values, each event counted by exactly one exporter. So counter and histogram increases are summed across exporters
+(a max would drop the old leader's part of the window), and domain gauges, reported by one exporter at a time, take
+the aggregate that stays right in the seconds where the old leader's last sample and the new leader's first one
+coexist: min for a time remaining, max for an age or a count (a sum would double the count then). The
+exporter's own metrics (agentrun_exporter_*) are per exporter: counters summed, flags combined with max.
 */}}
 {{- define "agentrun-lifecycle-exporter.ruleGroups" -}}
 {{- $a := . -}}
@@ -103,8 +108,9 @@ groups:
       description: '{{`The p99 collection delay in namespace {{ $labels.namespace }} is {{ $value | humanizePercentage }} of the smallest Job TTL in force`}} (critical above {{ $t.collectionDelayTtlRatioCritical }}, window {{ $w.collectionDelay }}).'
       runbook_url: {{ $rb }}#agentrunjobcollectiondelaynearttl
   - alert: AgentRunJobDeletedBeforeCollection
+    {{- /* The event alerts sum: across a failover the old and the new leader each counted part of the window. */}}
     expr: |-
-      max by ({{ $c }}, namespace, runtime) (increase(agentrun_job_deleted_before_collection_total[{{ $w.events }}])) > 0
+      sum by ({{ $c }}, namespace, runtime) (increase(agentrun_job_deleted_before_collection_total[{{ $w.events }}])) > 0
     for: 0m
     labels:
       severity: critical{{ $extra }}
@@ -114,7 +120,7 @@ groups:
       runbook_url: {{ $rb }}#agentrunjobdeletedbeforecollection
   - alert: AgentRunJobTTLMarginExceeded
     expr: |-
-      max by ({{ $c }}, namespace, runtime, ttl_applied) (increase(agentrun_job_ttl_margin_exceeded_total[{{ $w.events }}])) > 0
+      sum by ({{ $c }}, namespace, runtime, ttl_applied) (increase(agentrun_job_ttl_margin_exceeded_total[{{ $w.events }}])) > 0
     for: 0m
     labels:
       severity: warning{{ $extra }}
@@ -124,7 +130,7 @@ groups:
       runbook_url: {{ $rb }}#agentrunjobttlmarginexceeded
   - alert: AgentRunJobMissing
     expr: |-
-      max by ({{ $c }}, namespace, runtime, reason) (increase(agentrun_job_missing_total[{{ $w.events }}])) > 0
+      sum by ({{ $c }}, namespace, runtime, reason) (increase(agentrun_job_missing_total[{{ $w.events }}])) > 0
     for: 0m
     labels:
       severity: warning{{ $extra }}
@@ -143,6 +149,8 @@ groups:
       description: '{{`The oldest finished Job in namespace {{ $labels.namespace }} has waited {{ $value | humanizeDuration }} for its status to be collected`}} (threshold {{ $t.awaitingCollectionMaxAgeSeconds | int64 }}s).'
       runbook_url: {{ $rb }}#agentrunjobcollectionstalled
   - alert: AgentRunJobsWithoutTTL
+    {{- /* A count from one exporter at a time: max, as a sum would double it while the old and the new leader's
+    samples coexist after a failover. */}}
     expr: |-
       max by ({{ $c }}, namespace) (agentrun_jobs_without_ttl) > 0
     for: {{ $f.jobsWithoutTtl }}
