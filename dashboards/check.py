@@ -10,7 +10,8 @@ Static (always):
   - every Prometheus query names only metrics from the telemetry catalogue (docs/telemetry.toml) or
     recording rules from alerts/agentrun-lifecycle.rules.yaml, with documented
     labels only, filters on cluster and namespace, aggregates (so job/instance/
-    otel_scope_* go away), and uses only [$__rate_interval] or [$__range] windows;
+    otel_scope_* go away), sums a domain counter's or histogram's rate/increase across exporters, and uses
+    only [$__rate_interval] or [$__range] windows;
   - a panel that uses a recording rule also works from raw metrics;
   - every query parses with Prometheus' own parser (`promtool check rules` on
     the queries, variables substituted; skipped with a note without promtool);
@@ -123,9 +124,18 @@ def allowed_series(metrics: dict[str, Metric]) -> dict[str, set[str]]:
     return out
 
 
-def domain_counters(metrics: dict[str, Metric]) -> dict[str, set[str]]:
-    """Counters about AgentRuns (those with a namespace label), not the exporter's own."""
-    return {m.name: m.labels for m in metrics.values() if m.type == "counter" and "namespace" in m.labels}
+def domain_rated(metrics: dict[str, Metric]) -> set[str]:
+    """The series of the counters and histograms about AgentRuns (those with a namespace label), not the
+    exporter's own: what a query takes the rate/increase of and must sum across exporters."""
+    out = set()
+    for m in metrics.values():
+        if "namespace" not in m.labels:
+            continue
+        if m.type == "counter":
+            out.add(m.name)
+        elif m.type.startswith("histogram"):
+            out.update(m.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return out
 
 
 def parse_rules(path: Path) -> set[str]:
@@ -419,12 +429,12 @@ def check_panels(d: dict) -> list[str]:
     return pr
 
 
-def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[str]],
+def check_queries(d: dict, series: dict[str, set[str]], summed: set[str],
                   rules: set[str]) -> list[str]:
-    """`dedupe`: domain counters -> their documented labels. Every exporter
-    replica counts the same events, so a counter's rate/increase must first be
-    combined with `max by (<all its labels>)` before it is summed, except in
-    a ratio (an expression with `/`), where they cancel out."""
+    """`summed`: the series of the domain counters and histograms. Only the
+    exporter whose pod holds the controller's Lease counts; after a failover
+    the old and the new leader's series each hold part of a window, so their
+    rate/increase must be combined with `sum` (a max or min drops a part)."""
     pr = []
     var_names = {v.get("name") for v in d.get("templating", {}).get("list", [])} | BUILTIN_VARS
     for p in panels_of(d):
@@ -440,9 +450,6 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
             expr = t.get("expr", "")
             sc = scan(expr)
             pr.extend(f"{where}: {e}" for e in sc.errors)
-            # In a ratio the replicas cancel out, and plain sums also stay right
-            # across an exporter restart.
-            is_ratio = "/" in re.sub(r'"(?:\\.|[^"\\])*"', "", expr)
             for v in sorted(sc.variables - var_names):
                 pr.append(f"{where}: unknown variable ${v}")
             used_rules, used_raw = set(), set()
@@ -470,11 +477,11 @@ def check_queries(d: dict, series: dict[str, set[str]], dedupe: dict[str, set[st
                 if not s.in_aggregation:
                     pr.append(f"{where}: {s.metric} is not inside an aggregation (job/instance/otel_scope_* "
                               f"labels would leak)")
-                elif s.metric in dedupe and s.window is not None and not is_ratio:
-                    op, by = s.aggregations[0] if s.aggregations else ("", None)
-                    if op != "max" or by is None or not dedupe[s.metric] <= by:
-                        pr.append(f"{where}: {s.metric}: combine exporter replicas first with max by "
-                                  f"({', '.join(sorted(dedupe[s.metric]))}) around the rate/increase")
+                elif s.metric in summed and s.window is not None:
+                    op = s.aggregations[0][0] if s.aggregations else ""
+                    if op != "sum":
+                        pr.append(f"{where}: {s.metric}: sum the rate/increase across exporters, not {op}: "
+                                  f"after a failover the old and the new leader each counted part of the window")
             for fn, w in sc.windows:
                 if w not in ALLOWED_WINDOWS:
                     pr.append(f"{where}: window [{w}] in {fn or 'selector'}; use [$__rate_interval] "
@@ -528,13 +535,15 @@ def check_generated() -> list[str]:
     return [p + "\n     (run python3 dashboards/generate.py)" for p in generator().check()]
 
 
-def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[str]:
+def self_test(series: dict[str, set[str]], summed: set[str]) -> list[str]:
     """The query checks must catch what they are for: each broken query below
     must be flagged with the given fragment, and the good ones not at all."""
     f = f'{CLUSTER_LABEL}=~"$cluster", namespace=~"$namespace"'
     good = [
-        f'sum by (namespace) (max by (cluster, namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
-        f'sum(max by (namespace, runtime, reason) (increase(agentrun_job_missing_total{{{f}}}[$__range])))',
+        f'sum by (namespace) (rate(agentrun_runs_total{{{f}}}[$__rate_interval]))',
+        f'sum(increase(agentrun_job_missing_total{{{f}}}[$__range]))',
+        f'sum by (le) (increase(agentrun_job_phase_duration_seconds_bucket{{{f}}}[$__rate_interval]))',
+        f'max by (namespace) (agentrun_job_awaiting_collection{{{f}}})',
         f'sum(increase(agentrun_job_missing_total{{{f}}}[$__range])) / sum(increase(agentrun_runs_total{{{f}}}[$__range]))',
         f'histogram_quantile(0.9, sum by (le, phase) (rate(agentrun_job_phase_duration_seconds_bucket{{{f}}}[$__rate_interval])))',
         f'sum(rate(agentrun_job_ttl_margin_seconds_count{{{f}}}[$__range])) or vector(0)',
@@ -544,11 +553,17 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
     ]
     bad = [
         (f'rate(agentrun_runs_total{{{f}}}[$__rate_interval])', "not inside an aggregation"),
-        (f'sum(max by (namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[5m])))', "window [5m]"),
-        (f'sum by (namespace) (rate(agentrun_runs_total{{{f}}}[$__rate_interval]))', "combine exporter replicas"),
-        (f'sum(max by (namespace, runtime) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
-         "combine exporter replicas"),
-        (f'sum(max without (job) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))', "combine exporter replicas"),
+        (f'sum(rate(agentrun_runs_total{{{f}}}[5m]))', "window [5m]"),
+        (f'sum by (namespace) (max by (cluster, namespace, runtime, outcome) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
+         "sum the rate/increase across exporters, not max"),
+        (f'max by (namespace, runtime, reason) (increase(agentrun_job_missing_total{{{f}}}[$__range]))',
+         "sum the rate/increase across exporters, not max"),
+        (f'sum(max without (job) (rate(agentrun_runs_total{{{f}}}[$__rate_interval])))',
+         "sum the rate/increase across exporters, not max"),
+        (f'sum by (le) (max by (cluster, namespace, runtime, phase, le) (increase(agentrun_job_phase_duration_seconds_bucket{{{f}}}[$__rate_interval])))',
+         "sum the rate/increase across exporters, not max"),
+        (f'histogram_quantile(0.9, sum by (le) (min by (cluster, le) (rate(agentrun_job_collection_delay_seconds_bucket{{{f}}}[$__rate_interval]))))',
+         "sum the rate/increase across exporters, not min"),
         (f'sum(agentrun_runs_totals{{{f}}})', "neither in the telemetry catalogue (docs/telemetry.toml)"),
         ('sum(agentrun_runs_total{namespace=~"$namespace"})', 'lacks cluster=~"$cluster"'),
         ('sum(agentrun_runs_total{cluster=~"$cluster"})', 'lacks namespace=~"$namespace"'),
@@ -569,7 +584,7 @@ def self_test(series: dict[str, set[str]], dedupe: dict[str, set[str]]) -> list[
         d = {"templating": {"list": [{"name": "cluster"}, {"name": "namespace"}]},
              "panels": [{"type": "timeseries", "title": "t", "datasource": {"uid": PROM_UID},
                          "targets": [{"refId": "A", "expr": e, "datasource": {"uid": PROM_UID}} for e in exprs]}]}
-        return check_queries(d, series, dedupe, rules)
+        return check_queries(d, series, summed, rules)
 
     for e in good:
         got = run([e])
@@ -683,7 +698,7 @@ def run_static(res: Results, folder: Path = DASHBOARDS) -> dict[str, dict]:
     res.check("the telemetry catalogue (docs/telemetry.toml) lists metrics", [] if metrics else ["no metric table found"])
     series = allowed_series(metrics)
     rules = parse_rules(RULES)
-    res.check("query checks catch broken queries (self-test)", self_test(series, domain_counters(metrics)))
+    res.check("query checks catch broken queries (self-test)", self_test(series, domain_rated(metrics)))
     res.check("alert and recording rules use catalogued metrics", check_rule_metrics(series, rules))
     print(f"     ({len(metrics)} metrics catalogued, {len(rules)} recording rules in "
           f"{RULES.relative_to(ROOT)}{'' if RULES.exists() else ' (file absent)'})")
@@ -692,7 +707,7 @@ def run_static(res: Results, folder: Path = DASHBOARDS) -> dict[str, dict]:
         res.check(f"{name}: uid, title, tags, links, time zone, refresh, variables", check_shell(name, d))
         res.check(f"{name}: panels have ids, layout, data sources, exemplars off", check_panels(d))
         res.check(f"{name}: queries use catalogued metrics and labels, filters, aggregation, windows",
-                  check_queries(d, series, domain_counters(metrics), rules))
+                  check_queries(d, series, domain_rated(metrics), rules))
         res.check(f"{name}: trace links decode to Explore queries", check_links(d))
     promtool = promtool_path()
     if promtool:

@@ -1,7 +1,7 @@
 """The Grafana dashboards of agentrun-lifecycle-exporter, as code.
 
     config.py       the configuration: dashboard settings, plus the chart's alert values
-    promql.py       PromQL building blocks (selectors, de-duplicated counters, quantiles, rules with fallbacks)
+    promql.py       PromQL building blocks (selectors, summed counters, count gauges, quantiles, rules with fallbacks)
     traces.py       trace searches and Explore links (Tempo or Jaeger)
     panels.py       panel builders and the grid layout
     shell.py        template variables and the dashboard around the panels

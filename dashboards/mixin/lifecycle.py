@@ -19,8 +19,8 @@ def runs(c: Ctx) -> None:
                decimals=0, no_value="0"), 4, 4)
     L.add(stat("Run success ratio", "Succeeded runs / finished runs in the time range.",
                [prom_target(
-                   q.counter("agentrun_runs_total", (), 'outcome="succeeded"', window="$__range", dedupe=False)
-                   + "\n/\n" + q.counter("agentrun_runs_total", window="$__range", dedupe=False),
+                   q.counter("agentrun_runs_total", (), 'outcome="succeeded"', window="$__range")
+                   + "\n/\n" + q.counter("agentrun_runs_total", window="$__range"),
                    "success", "A", instant=True)],
                unit="percentunit", decimals=1,
                th=thresholds(("red", None), ("orange", 0.9), ("green", 0.98))), 4, 4)
@@ -37,7 +37,7 @@ def runs(c: Ctx) -> None:
                             "deleted", "A", instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("red", 1))), 4, 4)
     L.add(stat("Jobs awaiting collection", "Finished Jobs whose status was not consumed yet (now).",
-               [prom_target(f"sum({q.agg('max', ('namespace',), sel('agentrun_job_awaiting_collection'))})",
+               [prom_target(f"sum({q.count('agentrun_job_awaiting_collection')})",
                             "awaiting", "A", instant=True)],
                decimals=0, no_value="0"), 4, 4)
     L.add(stat("Oldest Job awaiting collection", "Age since it finished of the oldest Job whose status was "
@@ -121,7 +121,7 @@ def collection_and_missing_jobs(c: Ctx) -> None:
     L.row("Collection and missing Jobs")
     L.add(timeseries("Jobs awaiting collection", "Finished Jobs whose status the AgentRun or step has not "
                      "consumed yet, by namespace.",
-                     [prom_target(q.agg("max", ("namespace",), sel("agentrun_job_awaiting_collection")),
+                     [prom_target(q.count("agentrun_job_awaiting_collection"),
                                   lg("{{namespace}}"), "A")],
                      unit="short", min_=0, decimals=0), 12, 8)
     L.add(timeseries("Oldest Job awaiting collection vs TTL",

@@ -1,18 +1,16 @@
 """PromQL building blocks: selectors filtered on the dashboard variables,
-aggregations that drop job/instance/otel_scope_*, de-duplicated domain
-counters, histogram quantiles, and the recording rules with raw fallbacks."""
+aggregations that drop job/instance/otel_scope_*, domain counters summed
+across exporters, count gauges, histogram quantiles, and the recording rules
+with raw fallbacks.
+
+With one sidecar per controller replica, only the exporter whose pod holds the
+controller's Lease (agentrun_exporter_leader 1) counts lifecycle events and
+reports the domain gauges; a standby's counters sit at zero. After a failover
+the old leader's series stop and the new leader's go on from their own values,
+so each event is in exactly one exporter's series: counters and histograms are
+summed across exporters (a max would drop the old leader's part of a window)."""
 
 from __future__ import annotations
-
-import tomllib
-from pathlib import Path
-
-# Labels of the domain counters and histograms, from the telemetry catalogue (docs/telemetry.toml); check.py
-# verifies that the de-duplicating `max by` keeps all of them.
-_CATALOGUE = tomllib.loads((Path(__file__).resolve().parents[2] / "docs" / "telemetry.toml").read_text())
-_DOMAIN = [m for m in _CATALOGUE["metric"] if m["group"] == "domain"]
-COUNTER_LABELS = {m["prometheus"]: tuple(m["labels"]) for m in _DOMAIN if m["type"] == "counter"}
-HISTOGRAM_LABELS = {m["prometheus"]: tuple(m["labels"]) for m in _DOMAIN if m["type"] == "histogram"}
 
 
 class Q:
@@ -52,28 +50,22 @@ class Q:
         return f"increase({sel}[{window}])"
 
     def counter(self, metric: str, labels=(), *matchers: str, fn: str = "increase",
-                window: str = "$__rate_interval", ns: bool = True, dedupe: bool = True) -> str:
-        """Sum of a domain counter's rate/increase by `labels`, de-duplicated
-        first: with one exporter per controller replica every exporter counts
-        the same events, so series that differ only in job/instance/otel_scope_*
-        are combined with max over the counter's full label set, then summed.
-
-        dedupe=False is for ratios, where the replicas cancel out: plain sums
-        are then also right across an exporter restart (old and new pod's
-        series each cover part of the window), which max is not."""
-        rated = f"{fn}({self.sel(metric, *matchers, ns=ns)}[{window}])"
-        if not dedupe:
-            return self.agg("sum", labels, rated)
-        full = ", ".join([self.cl, *COUNTER_LABELS[metric]])
-        return self.agg("sum", labels, f"max by ({full}) ({rated})")
+                window: str = "$__rate_interval", ns: bool = True) -> str:
+        """Sum of a domain counter's rate/increase by `labels`, over every
+        exporter: the leader's series, and across a failover or a restart the
+        old and the new one's, each covering its part of the window."""
+        return self.agg("sum", labels, f"{fn}({self.sel(metric, *matchers, ns=ns)}[{window}])")
 
     def buckets(self, metric: str, *matchers: str) -> str:
-        """Observations per bucket and interval, for a heatmap: de-duplicated
-        across exporters like counters (quantiles need no de-duplication, as
-        every exporter sees the same distribution)."""
-        full = ", ".join([self.cl, *HISTOGRAM_LABELS[metric], "le"])
-        inner = f"max by ({full}) (increase({self.sel(metric + '_bucket', *matchers)}[$__rate_interval]))"
-        return self.agg("sum", ("le",), inner)
+        """Observations per bucket and interval, for a heatmap: summed over
+        exporters like counters."""
+        return self.agg("sum", ("le",), self.increase(self.sel(metric + "_bucket", *matchers)))
+
+    def count(self, metric: str, labels=("namespace",)) -> str:
+        """A domain gauge that counts Jobs, by `labels`. One exporter reports
+        it at a time; max, not sum, so that the sample the old and the new
+        leader share at a failover is not counted twice."""
+        return self.agg("max", labels, self.sel(metric))
 
     def hq(self, q: float, metric: str, labels=(), *matchers: str, window: str = "$__rate_interval") -> str:
         inner = self.agg("sum", ("le", *labels), self.rate(self.sel(f"{metric}_bucket", *matchers), window))
@@ -96,6 +88,6 @@ class Q:
     def missing_ratio_raw(self, labels=("namespace",), window: str = "$__rate_interval") -> str:
         """Missing-Job error ratio from raw counters. A namespace with runs but
         no missing-Job series yet counts as 0, not as "no data"."""
-        runs = self.counter("agentrun_runs_total", labels, window=window, dedupe=False)
-        missing = self.counter("agentrun_job_missing_total", labels, window=window, dedupe=False)
+        runs = self.counter("agentrun_runs_total", labels, window=window)
+        missing = self.counter("agentrun_job_missing_total", labels, window=window)
         return f"(\n  {missing}\n  or\n  0 * {runs}\n)\n/\n{runs}"

@@ -65,7 +65,7 @@ def overview(c: Ctx) -> None:
                               ["span.agentrun.job.ttl_margin_seconds < 0"], {})]), 3, 4)
     L.add(stat("Jobs without TTL", "Now: Jobs finished and collected that still have no TTL after the grace "
                "period; the TTL controller will not delete them.",
-               [prom_target(f"sum({q.agg('max', ('namespace',), sel('agentrun_jobs_without_ttl'))})",
+               [prom_target(f"sum({q.count('agentrun_jobs_without_ttl')})",
                             "without TTL", "A", instant=True)],
                decimals=0, no_value="0", th=thresholds(("green", None), ("orange", 1))), 3, 4)
     L.add(stat("Smallest AgentRun retention", "Smallest AgentRun retention in force over live AgentRuns.",
@@ -284,7 +284,7 @@ def ttl_controller_and_configuration(c: Ctx) -> None:
                                     ["span.agentrun.job.deletion_lag_seconds >= 0"], {})]), 12, 8)
     L.add(timeseries("Jobs without TTL", "Jobs finished and collected that still have no TTL after the grace "
                      "period, by namespace. They will not be garbage-collected by the TTL controller.",
-                     [prom_target(q.agg("max", ("namespace",), sel("agentrun_jobs_without_ttl")),
+                     [prom_target(q.count("agentrun_jobs_without_ttl"),
                                   lg("{{namespace}}"), "A")],
                      unit="short", min_=0, decimals=0,
                      th=thresholds(("green", None), ("orange", 1)), th_style="line"), 12, 8)
@@ -319,7 +319,7 @@ def ttl_controller_and_configuration(c: Ctx) -> None:
                                                       + ["namespace"]) + ")\n"
                              + q.hq(0.99, CD, ("namespace",), window="$__range"),
                              "", "E", instant=True, fmt="table"),
-                 prom_target(q.agg("max", ("namespace",), sel("agentrun_jobs_without_ttl")), "", "F",
+                 prom_target(q.count("agentrun_jobs_without_ttl"), "", "F",
                              instant=True, fmt="table"),
                  prom_target(q.agg("min", ("namespace",), sel("agentrun_retention_seconds", 'stat="min"')),
                              "", "G", instant=True, fmt="table"),
