@@ -152,7 +152,7 @@ pub struct WatchArgs {
     #[arg(long, env = "AGENTRUN_EXPORTER_FOLLOW_LEADER", value_enum, default_value_t = FollowLeader::Auto)]
     pub follow_leader: FollowLeader,
     /// On shutdown while leading, how long to keep exporting until the controller hands its Lease over.
-    #[arg(long, env = "AGENTRUN_EXPORTER_HANDOVER_TIMEOUT", value_parser = DurationParser, default_value = "10s")]
+    #[arg(long, env = "AGENTRUN_EXPORTER_HANDOVER_TIMEOUT", value_parser = DurationParser, default_value = "5s")]
     pub handover_timeout: Duration,
 }
 

@@ -243,4 +243,14 @@ groups:
       summary: A metric of the AgentRun lifecycle exporter has more series than its cardinality limit.
       description: '{{`{{ $labels.metric }} has more series than the cardinality limit of the exporter: new namespaces are merged into one otel_metric_overflow series and their alerts cannot fire`}}; raise --max-namespaces (AGENTRUN_EXPORTER_MAX_NAMESPACES).'
       runbook_url: {{ $rb }}#agentrunexportermetricoverflow
+  - alert: AgentRunExporterNoLeader
+    expr: |-
+      max by ({{ $c }}) (agentrun_exporter_leader) == 0
+    for: 10m
+    labels:
+      severity: warning{{ $extra }}
+    annotations:
+      summary: No AgentRun lifecycle exporter leads, so none exports spans or counts.
+      description: '{{`Every exporter{{ with $labels.`}}{{ $c }}{{` }} in {{ . }}{{ end }}`}} is a standby: the controller''s Lease is held by no pod with a sidecar, released and not taken, or unreadable by the sidecars. Nothing is exported or counted until one leads (a standby holds what it sees, up to 200,000 facts).'
+      runbook_url: {{ $rb }}#agentrunexporternoleader
 {{- end -}}
