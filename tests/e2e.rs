@@ -589,3 +589,212 @@ async fn s9_exporter_killed_mid_run() {
     bed.wait_prom(&runs, |v| v == 1.0).await;
     watch.abort();
 }
+
+/// The stand-in controller program (`cargo build --example standin-controller`, which tests/e2e/run.sh does):
+/// `STANDIN_CONTROLLER_BIN`, else the example beside this test binary.
+fn standin_controller_bin() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("STANDIN_CONTROLLER_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/standin-controller");
+    assert!(bin.exists(), "{} is missing: cargo build --example standin-controller", bin.display());
+    bin
+}
+
+/// One replica of the stand-in controller as a host process, as the chart would run it in a pod named
+/// `pod` (HOSTNAME and AGENTS_POD_UID make upstream's identity); its log goes to `log`.
+fn start_controller(pod: &str, ns: &str, log: &std::path::Path) -> std::process::Child {
+    let mut cmd = std::process::Command::new(standin_controller_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGENTS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOSTNAME", pod)
+        .env("AGENTS_POD_UID", format!("uid-{pod}"))
+        .env("AGENTS_POD_NAMESPACE", ns)
+        .env("AGENTS_CONTROLLER_NAMESPACES", ns)
+        .env("PORT", support::free_port().to_string())
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start the stand-in controller")
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    assert!(status.unwrap().success(), "kill -{sig}");
+}
+
+/// The log lines of a controller that contain `what`, with their timestamps (the first field).
+fn log_times(log: &std::path::Path, what: &str) -> Vec<(jiff::Timestamp, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| Some((l.split_whitespace().next()?.parse().ok()?, l.to_string())))
+        .collect()
+}
+
+fn lease_holder(lease: &k8s_openapi::api::coordination::v1::Lease) -> String {
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default()
+}
+
+/// Scenario 10: two replicas of the stand-in controller (tests/standin/controller.rs) under upstream's leader
+/// election, several runs of both runtimes in flight, the leader SIGTERMed in the middle. It releases the
+/// Lease, the other replica takes it within the retry period and continues every run from the objects: every
+/// run ends as it should, each Job is created once and TTL-patched, and each run's writes are, in order, the
+/// ones the in-process driver makes for the same plan (run at the same time in another namespace).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s10_standin_controllers_follow_the_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let ns = "e2e-s10-controllers";
+    let reference_ns = "e2e-s10-driver";
+    let (_bed, client, log, watch) = setup(ns).await;
+    standin::create_namespace(&client, reference_ns).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("agentrun-e2e-s10-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("writes.jsonl");
+    let mut record = std::process::Command::new(support::BIN)
+        .args(["record", "--namespaces", &format!("{ns},{reference_ns}"), "--out"])
+        .arg(&capture)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start record");
+
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), ns);
+    let leases = &leases;
+    let holder =
+        move || async move { leases.get_opt("agents-controller-leader").await.unwrap().map(|l| lease_holder(&l)) };
+    let (log_a, log_b) = (dir.join("controller-a.log"), dir.join("controller-b.log"));
+    let mut a = start_controller("agents-controllers-a", ns, &log_a);
+    for _ in 0..100 {
+        if holder().await.as_deref() == Some("agents-controllers-a_uid-agents-controllers-a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holder().await.as_deref(), Some("agents-controllers-a_uid-agents-controllers-a"));
+    let mut b = start_controller("agents-controllers-b", ns, &log_b);
+    // b's first tick finds a's Lease held; record's watches are established.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holder().await.as_deref(), Some("agents-controllers-a_uid-agents-controllers-a"));
+
+    let ok = |s: f64| Attempt { run_seconds: s, exit_code: 0 };
+    let plan = |name: &str, runtime, steps| Plan {
+        name: name.into(),
+        runtime,
+        steps,
+        ttl: TtlStyle::AfterCollection(30),
+        collect_delay: Duration::from_millis(1000),
+    };
+    let plans = vec![
+        plan("ctl-job-ok", Runtime::Job, vec![vec![ok(12.0)]]),
+        plan("ctl-job-fails", Runtime::Job, vec![vec![Attempt { run_seconds: 5.0, exit_code: 1 }]]),
+        plan("ctl-wf-three", Runtime::Workflow, vec![vec![ok(4.0)]; 3]),
+        plan(
+            "ctl-wf-retry",
+            Runtime::Workflow,
+            vec![vec![ok(3.0)], vec![Attempt { run_seconds: 3.0, exit_code: 1 }, ok(3.0)]],
+        ),
+    ];
+    let reference: Vec<_> = plans.iter().map(|p| spawn_run(&client, reference_ns, p.clone())).collect();
+    let controlled = StandIn::new(client.clone(), ns);
+    for p in &plans {
+        controlled.create_run(p, true).await.unwrap();
+    }
+
+    // SIGTERM the leader once the three-step workflow's second Job exists: every run is in flight then.
+    for _ in 0..300 {
+        if log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1"), "the leader never got that far");
+    let jobs_before = log.lock().unwrap().len();
+    let sigterm = jiff::Timestamp::now();
+    signal(&a, "TERM");
+    let exited = tokio::task::block_in_place(|| a.wait().unwrap());
+    assert!(exited.success(), "the old leader exits cleanly on SIGTERM: {exited}");
+    let mut taken = None;
+    for _ in 0..200 {
+        if holder().await.as_deref() == Some("agents-controllers-b_uid-agents-controllers-b") {
+            taken = Some(jiff::Timestamp::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken = taken.expect("the other replica never took the Lease");
+
+    // Every run ends, as the driver's run of the same plan does.
+    let runs = controlled.runs();
+    let mut phases = std::collections::BTreeMap::new();
+    for _ in 0..600 {
+        phases.clear();
+        for p in &plans {
+            let run = runs.get(&p.name).await.unwrap();
+            let phase = run.data["status"]["phase"].as_str().unwrap_or_default().to_string();
+            phases.insert(p.name.clone(), phase);
+        }
+        if phases.values().all(|p| p == "Succeeded" || p == "Failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (p, handle) in plans.iter().zip(reference) {
+        outcomes.insert(p.name.clone(), handle.await.unwrap());
+    }
+    for p in &plans {
+        assert_eq!(phases[&p.name], outcomes[&p.name].phase, "{}: phase", p.name);
+    }
+    assert_eq!(phases["ctl-job-fails"], "Failed");
+    assert_eq!(phases.values().filter(|p| *p == "Succeeded").count(), 3, "{phases:?}");
+
+    // Each Job once, each TTL-patched after its collection; the runs' writes in the driver's order.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&b, "TERM");
+    assert!(tokio::task::block_in_place(|| b.wait().unwrap()).success());
+    assert_eq!(holder().await.as_deref(), Some(""), "released on SIGTERM");
+    signal(&record, "INT");
+    assert!(tokio::task::block_in_place(|| record.wait().unwrap()).success());
+    let observations = agentrun_lifecycle_exporter::source::replay::read_files(&[&capture]).unwrap().observations;
+    for p in &plans {
+        let expected_jobs = &outcomes[&p.name].jobs;
+        for job in expected_jobs {
+            let facts = job_facts(&log, job);
+            assert_eq!(facts.uids.len(), 1, "{job} created once: {facts:?}");
+            assert_eq!((facts.ttl_at_creation, facts.ttl), (Some(false), Some(30)), "{job}: TTL patched on");
+        }
+        let controller_jobs: BTreeSet<String> =
+            log.lock().unwrap().keys().filter(|j| j.starts_with(&format!("{}-", p.name))).cloned().collect();
+        assert_eq!(controller_jobs, expected_jobs.iter().cloned().collect(), "{}: Jobs", p.name);
+        let written = support::writes::write_sequence_of_run(&observations, ns, &p.name);
+        let driven = support::writes::write_sequence_of_run(&observations, reference_ns, &p.name);
+        assert!(!driven.is_empty());
+        assert_eq!(written, driven, "{}: the controllers' writes vs the driver's", p.name);
+    }
+
+    // Failover: a released at SIGTERM; b took the Lease at its next tick (within the retry period, 5 s) and
+    // wrote soon after.
+    let released = log_times(&log_a, "released lease").first().map(|(t, _)| *t).expect("a released the Lease");
+    let leader_b = log_times(&log_b, "transition: leader").first().map(|(t, _)| *t).expect("b became leader");
+    let first_write = log_times(&log_b, "write").first().map(|(t, _)| *t).expect("b wrote");
+    let secs = |from: jiff::Timestamp, to: jiff::Timestamp| (to.as_millisecond() - from.as_millisecond()) as f64 / 1e3;
+    eprintln!(
+        "s10 failover: SIGTERM → released {:.3} s, → b leader {:.3} s, → b's first write {:.3} s \
+         (Lease seen taken by the test after {:.3} s); Jobs existing at SIGTERM: {jobs_before}",
+        secs(sigterm, released),
+        secs(sigterm, leader_b),
+        secs(sigterm, first_write),
+        secs(sigterm, taken),
+    );
+    assert!(secs(sigterm, released) < 1.0, "released promptly");
+    assert!(secs(released, leader_b) <= 5.0 + 1.0, "taken over within the retry period after the release");
+    assert!(log_times(&log_a, "transition: leader").len() == 1 && log_times(&log_b, "write").len() > 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    watch.abort();
+}

@@ -9,6 +9,8 @@ bed=tests/e2e/testbed
 
 "$bed/build.sh"
 cargo build --quiet
+# The stand-in controller program scenario 10 runs as two replicas.
+cargo build --quiet --example standin-controller
 export EXPORTER_BIN=$root/target/debug/agentrun-lifecycle-exporter
 state=$(mktemp -d "${TMPDIR:-/tmp}/agentrun-e2e.XXXXXX")
 cleanup() {
