@@ -201,9 +201,8 @@ fn collected(plan: &Plan, run: &objects::AgentRun, job: &Job) -> bool {
     }
     let labels = job.metadata.labels.clone().unwrap_or_default();
     let Some(pos) = upstream::step_position(&job.name_any(), &labels) else { return false };
-    let (Some(attempt), Some(step)) =
-        (pos.attempt, status.workflow.as_ref().and_then(|w| w.steps.get(pos.index as usize - 1)))
-    else {
+    let step = (pos.index as usize).checked_sub(1).and_then(|i| status.workflow.as_ref()?.steps.get(i));
+    let (Some(attempt), Some(step)) = (pos.attempt, step) else {
         return false;
     };
     let at = i64::from(attempt);
