@@ -623,7 +623,8 @@ fn start_controller(pod: &str, ns: &str, log: &std::path::Path) -> std::process:
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
-    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    let status =
+        std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
     assert!(status.unwrap().success(), "kill -{sig}");
 }
 
@@ -666,8 +667,9 @@ async fn s10_standin_controllers_follow_the_lease() {
 
     let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), ns);
     let leases = &leases;
-    let holder =
-        move || async move { leases.get_opt("agents-controller-leader").await.unwrap().map(|l| lease_holder(&l)) };
+    let holder = move || async move {
+        leases.get_opt("agents-controller-leader").await.unwrap().map(|l| lease_holder(&l))
+    };
     let (log_a, log_b) = (dir.join("controller-a.log"), dir.join("controller-b.log"));
     let mut a = start_controller("agents-controllers-a", ns, &log_a);
     for _ in 0..100 {
@@ -713,7 +715,10 @@ async fn s10_standin_controllers_follow_the_lease() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1"), "the leader never got that far");
+    assert!(
+        log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1"),
+        "the leader never got that far"
+    );
     let jobs_before = log.lock().unwrap().len();
     let sigterm = jiff::Timestamp::now();
     signal(&a, "TERM");
@@ -761,7 +766,8 @@ async fn s10_standin_controllers_follow_the_lease() {
     assert_eq!(holder().await.as_deref(), Some(""), "released on SIGTERM");
     signal(&record, "INT");
     assert!(tokio::task::block_in_place(|| record.wait().unwrap()).success());
-    let observations = agentrun_lifecycle_exporter::source::replay::read_files(&[&capture]).unwrap().observations;
+    let observations =
+        agentrun_lifecycle_exporter::source::replay::read_files(&[&capture]).unwrap().observations;
     for p in &plans {
         let expected_jobs = &outcomes[&p.name].jobs;
         for job in expected_jobs {
@@ -778,12 +784,22 @@ async fn s10_standin_controllers_follow_the_lease() {
         assert_eq!(written, driven, "{}: the controllers' writes vs the driver's", p.name);
     }
 
+    for (who, path) in [("a", &log_a), ("b", &log_b)] {
+        for (_, line) in
+            log_times(path, "").iter().filter(|(_, l)| l.contains("write") || l.contains("lease"))
+        {
+            eprintln!("controller {who}: {line}");
+        }
+    }
     // Failover: a released at SIGTERM; b took the Lease at its next tick (within the retry period, 5 s) and
     // wrote soon after.
-    let released = log_times(&log_a, "released lease").first().map(|(t, _)| *t).expect("a released the Lease");
+    let released =
+        log_times(&log_a, "released lease").first().map(|(t, _)| *t).expect("a released the Lease");
     let leader_b = log_times(&log_b, "transition: leader").first().map(|(t, _)| *t).expect("b became leader");
     let first_write = log_times(&log_b, "write").first().map(|(t, _)| *t).expect("b wrote");
-    let secs = |from: jiff::Timestamp, to: jiff::Timestamp| (to.as_millisecond() - from.as_millisecond()) as f64 / 1e3;
+    let secs = |from: jiff::Timestamp, to: jiff::Timestamp| {
+        (to.as_millisecond() - from.as_millisecond()) as f64 / 1e3
+    };
     eprintln!(
         "s10 failover: SIGTERM → released {:.3} s, → b leader {:.3} s, → b's first write {:.3} s \
          (Lease seen taken by the test after {:.3} s); Jobs existing at SIGTERM: {jobs_before}",

@@ -89,7 +89,8 @@ async fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("AGENTS_PORT").ok())
         .and_then(|p| p.trim().parse::<u16>().ok())
         .unwrap_or(3000);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.context("binding the probe port")?;
+    let listener =
+        tokio::net::TcpListener::bind(("0.0.0.0", port)).await.context("binding the probe port")?;
     tokio::spawn(serve_probes(listener));
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     info!(
@@ -153,7 +154,12 @@ struct Ctx {
 
 impl Ctx {
     fn seen(&self, key: &str) -> Instant {
-        *self.finished_seen.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_insert_with(Instant::now)
+        *self
+            .finished_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_insert_with(Instant::now)
     }
 
     fn forget(&self, key: &str) {
@@ -285,7 +291,11 @@ async fn reconcile(run: &DynamicObject, ctx: &Ctx) -> anyhow::Result<Action> {
         Some("Retrying") if attempt < attempts => r.start(&mut model, plan.step_ref(i, attempt), None).await,
         Some("Pending") | None => r.start(&mut model, plan.step_ref(i, 0), None).await,
         other => {
-            warn!(run = name, "step {} is {other:?} with {attempt} of {attempts} attempts: left alone", i + 1);
+            warn!(
+                run = name,
+                "step {} is {other:?} with {attempt} of {attempts} attempts: left alone",
+                i + 1
+            );
             Ok(Action::await_change())
         }
     }
@@ -319,7 +329,10 @@ impl Reconcile<'_> {
         let job = match self.jobs.get(&name) {
             Some(existing) => existing.clone(),
             None => {
-                let job = self.standin.create_job(model, step.as_ref(), self.attempt(step.as_ref()), self.plan.ttl).await?;
+                let job = self
+                    .standin
+                    .create_job(model, step.as_ref(), self.attempt(step.as_ref()), self.plan.ttl)
+                    .await?;
                 info!(run, job = name, "write: Job created");
                 job
             }
@@ -361,7 +374,8 @@ impl Reconcile<'_> {
         }
         let run = model.metadata.name.clone().unwrap_or_default();
         let found = self.standin.read_job(name).await?.map(|j| projection(&j)).transpose()?;
-        let outcome = apply_collect(model, step.as_ref(), found.as_ref(), attempts_left, last_step, Ts::now());
+        let outcome =
+            apply_collect(model, step.as_ref(), found.as_ref(), attempts_left, last_step, Ts::now());
         let action = match outcome {
             Collected::Missing => {
                 self.standin.write_status(model).await?;

@@ -93,17 +93,22 @@ fn parse_positive_int(value: Option<String>, fallback: i64) -> i64 {
 
 fn random_uuid() -> String {
     // The kernel's generator; a process has no other source of randomness here without a new dependency.
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid").map(|s| s.trim().to_string()).unwrap_or_else(|_| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        format!("{:x}-{:x}", nanos.as_nanos(), std::process::id())
-    })
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid").map(|s| s.trim().to_string()).unwrap_or_else(
+        |_| {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!("{:x}-{:x}", nanos.as_nanos(), std::process::id())
+        },
+    )
 }
 
 impl Settings {
     /// `resolveLeaderElectionSettings` plus `resolveIdentity`, from an environment lookup.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Settings {
-        let mut duration =
-            parse_positive_int(normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_DURATION_SECONDS"), DEFAULT_DURATION);
+        let mut duration = parse_positive_int(
+            normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_DURATION_SECONDS"),
+            DEFAULT_DURATION,
+        );
         let mut renew = parse_positive_int(
             normalized(&env, "AGENTS_LEADER_ELECTION_RENEW_DEADLINE_SECONDS"),
             DEFAULT_RENEW_DEADLINE,
@@ -145,7 +150,8 @@ impl Settings {
             required: !test_env && workload,
             lease_name: normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_NAME")
                 .unwrap_or_else(|| DEFAULT_LEASE_NAME.into()),
-            lease_namespace: normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_NAMESPACE").unwrap_or(pod_namespace),
+            lease_namespace: normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_NAMESPACE")
+                .unwrap_or(pod_namespace),
             lease_duration_seconds: duration,
             renew_deadline_seconds: renew,
             retry_period_seconds: retry,
@@ -168,7 +174,8 @@ pub fn expired(lease: &Lease, now: Timestamp, duration_seconds: i64) -> bool {
     match lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()) {
         None => true,
         Some(renew) => {
-            now.as_millisecond() - renew.0.as_millisecond() > duration_seconds * 1000 + EXPIRY_SAFETY_MARGIN_MS
+            now.as_millisecond() - renew.0.as_millisecond()
+                > duration_seconds * 1000 + EXPIRY_SAFETY_MARGIN_MS
         }
     }
 }
@@ -291,7 +298,9 @@ impl Election {
         .await;
         match outcome {
             Ok((leader, error)) => self.set_leader(leader, error.as_deref()),
-            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict" => self.set_leader(false, None),
+            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "Conflict" => {
+                self.set_leader(false, None)
+            }
             Err(e) => self.set_leader(false, Some(&e.to_string())),
         }
         let deadline_ms = self.settings.renew_deadline_seconds * 1000;
@@ -344,7 +353,11 @@ mod tests {
 
     #[test]
     fn defaults_identity_and_validation_as_upstream() {
-        let s = settings(&[("HOSTNAME", "agents-controllers-0"), ("AGENTS_POD_UID", "u1"), ("POD_NAMESPACE", "a")]);
+        let s = settings(&[
+            ("HOSTNAME", "agents-controllers-0"),
+            ("AGENTS_POD_UID", "u1"),
+            ("POD_NAMESPACE", "a"),
+        ]);
         assert_eq!(s.identity, "agents-controllers-0_u1");
         assert_eq!((s.lease_name.as_str(), s.lease_namespace.as_str()), ("agents-controller-leader", "a"));
         assert_eq!((s.lease_duration_seconds, s.renew_deadline_seconds, s.retry_period_seconds), (30, 20, 5));

@@ -120,7 +120,11 @@ impl Plan {
             .steps
             .iter()
             .map(|attempts| {
-                attempts.iter().map(|a| format!("{}:{}", a.run_seconds, a.exit_code)).collect::<Vec<_>>().join(",")
+                attempts
+                    .iter()
+                    .map(|a| format!("{}:{}", a.run_seconds, a.exit_code))
+                    .collect::<Vec<_>>()
+                    .join(",")
             })
             .collect::<Vec<_>>()
             .join(";");
@@ -351,8 +355,14 @@ impl StandIn {
                 let found = self.read_job(&job_name).await?.map(|j| projection(&j)).transpose()?;
                 let last_step = i + 1 == plan.steps.len();
                 let attempts_left = n + 1 < attempts.len();
-                match apply_collect(&mut model, step.as_ref(), found.as_ref(), attempts_left, last_step, Ts::now())
-                {
+                match apply_collect(
+                    &mut model,
+                    step.as_ref(),
+                    found.as_ref(),
+                    attempts_left,
+                    last_step,
+                    Ts::now(),
+                ) {
                     Collected::Missing => {
                         self.write_status(&model).await?;
                         break 'steps;
