@@ -616,7 +616,8 @@ fn start_controller(pod: &str, ns: &str, log: &std::path::Path) -> std::process:
         .env("AGENTS_POD_NAMESPACE", ns)
         .env("AGENTS_CONTROLLER_NAMESPACES", ns)
         .env("PORT", support::free_port().to_string())
-        .env("RUST_LOG", "info")
+        // The election's ticks at debug: the test times its SIGTERM by them.
+        .env("RUST_LOG", "info,standin_controller::leader=debug")
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start the stand-in controller")
@@ -719,6 +720,15 @@ async fn s10_standin_controllers_follow_the_lease() {
         log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1"),
         "the leader never got that far"
     );
+    // Right after the follower's tick: its next one, a retry period later, is the first that can take the
+    // Lease, so the takeover shows the longest wait upstream's election allows after a release.
+    let ticks = log_times(&log_b, "lease tick").len();
+    for _ in 0..400 {
+        if log_times(&log_b, "lease tick").len() > ticks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let jobs_before = log.lock().unwrap().len();
     let sigterm = jiff::Timestamp::now();
     signal(&a, "TERM");
@@ -785,8 +795,9 @@ async fn s10_standin_controllers_follow_the_lease() {
     }
 
     for (who, path) in [("a", &log_a), ("b", &log_b)] {
+        let lines = log_times(path, "");
         for (_, line) in
-            log_times(path, "").iter().filter(|(_, l)| l.contains("write") || l.contains("lease"))
+            lines.iter().filter(|(_, l)| ["write", "transition", "released"].iter().any(|w| l.contains(w)))
         {
             eprintln!("controller {who}: {line}");
         }
@@ -810,6 +821,7 @@ async fn s10_standin_controllers_follow_the_lease() {
     );
     assert!(secs(sigterm, released) < 1.0, "released promptly");
     assert!(secs(released, leader_b) <= 5.0 + 1.0, "taken over within the retry period after the release");
+    assert!(secs(released, leader_b) >= 3.0, "not before the follower's next tick");
     assert!(log_times(&log_a, "transition: leader").len() == 1 && log_times(&log_b, "write").len() > 1);
     let _ = std::fs::remove_dir_all(&dir);
     watch.abort();

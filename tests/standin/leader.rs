@@ -42,7 +42,7 @@ use kube::{
     api::{PostParams, ResourceExt},
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 const DEFAULT_LEASE_NAME: &str = "agents-controller-leader";
 const DEFAULT_DURATION: i64 = 30;
@@ -303,6 +303,7 @@ impl Election {
             }
             Err(e) => self.set_leader(false, Some(&e.to_string())),
         }
+        debug!(leader = self.is_leader, "lease tick");
         let deadline_ms = self.settings.renew_deadline_seconds * 1000;
         if self.is_leader
             && let Some(last) = self.last_success
