@@ -4,7 +4,8 @@
 //! controller: level-based, from what is in the API server, under upstream's leader election (`leader.rs`).
 //!
 //! What it reconciles: the AgentRuns of the `job` and `workflow` runtimes in `AGENTS_CONTROLLER_NAMESPACES`
-//! (comma-separated, as the chart sets it; default: the Lease's namespace) that carry a plan in annotations:
+//! (comma-separated as the chart sets it, or a JSON array, as upstream reads it; unset: the Lease's namespace)
+//! that carry a plan in annotations:
 //!
 //! | annotation | value |
 //! |---|---|
@@ -27,6 +28,11 @@
 //!   created; a `Retrying` step gets its next attempt's Job in the following reconcile;
 //! - a Job the status has already collected and that has no TTL yet (a leader stopped between the write and the
 //!   patch) gets its TTL patch.
+//!
+//! The collect delay runs from when *this* process first saw the Job finished, so after a failover the new leader
+//! waits it again for Jobs that finished in the gap. A Job that a leader created just before it stopped, and
+//! that finished and was TTL-deleted before the next leader wrote the status starting it, would be created again
+//! (only possible with `at-creation` TTLs shorter than the failover gap).
 //!
 //! The write order is the driver's, and so the real controller's (`tests/fixtures/upstream`). Only the leader
 //! reconciles: on losing the Lease, or on SIGTERM/SIGINT, the controllers stop where they are (the next leader
@@ -79,11 +85,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let settings = leader::Settings::from_env(|k| std::env::var(k).ok());
-    let namespaces: Vec<String> = std::env::var("AGENTS_CONTROLLER_NAMESPACES")
-        .ok()
-        .map(|v| v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect())
-        .filter(|v: &Vec<String>| !v.is_empty())
-        .unwrap_or_else(|| vec![settings.lease_namespace.clone()]);
+    let namespaces = match std::env::var("AGENTS_CONTROLLER_NAMESPACES") {
+        Ok(raw) => parse_namespaces(&raw)?,
+        Err(_) => vec![settings.lease_namespace.clone()],
+    };
     let port = std::env::var("PORT")
         .ok()
         .or_else(|| std::env::var("AGENTS_PORT").ok())
@@ -124,6 +129,28 @@ async fn main() -> anyhow::Result<()> {
     }
     info!("standin-controller stopped ({why})");
     Ok(())
+}
+
+/// `AGENTS_CONTROLLER_NAMESPACES` as upstream reads it (`namespace-scope.ts`): a JSON array of strings when it
+/// starts with `[`, else comma-separated; set but empty is an error. (Upstream's `*` needs cluster scope;
+/// the stand-in watches named namespaces only.)
+fn parse_namespaces(raw: &str) -> anyhow::Result<Vec<String>> {
+    let raw = raw.trim();
+    anyhow::ensure!(!raw.is_empty(), "AGENTS_CONTROLLER_NAMESPACES is set but empty");
+    let listed: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str(raw).context("AGENTS_CONTROLLER_NAMESPACES must be a JSON array of strings")?
+    } else {
+        raw.split(',').map(str::to_string).collect()
+    };
+    let mut namespaces: Vec<String> = Vec::new();
+    for n in listed.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        anyhow::ensure!(n != "*", "AGENTS_CONTROLLER_NAMESPACES: the stand-in watches named namespaces only");
+        if !namespaces.iter().any(|m| m == n) {
+            namespaces.push(n.to_string());
+        }
+    }
+    anyhow::ensure!(!namespaces.is_empty(), "AGENTS_CONTROLLER_NAMESPACES names no namespace");
+    Ok(namespaces)
 }
 
 /// Runs the controllers while `leading` says so, stopping them when it turns false.
@@ -420,5 +447,43 @@ async fn serve_probes(listener: tokio::net::TcpListener) {
             );
             conn.write_all(response.as_bytes()).await.ok()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_as_upstream_reads_them() {
+        assert_eq!(parse_namespaces(" agents, synthesis ,agents").unwrap(), ["agents", "synthesis"]);
+        assert_eq!(parse_namespaces(r#"["a", "b"]"#).unwrap(), ["a", "b"]);
+        assert!(parse_namespaces("  ").is_err());
+        assert!(parse_namespaces("[1]").is_err());
+        assert!(parse_namespaces("*").is_err());
+    }
+
+    #[test]
+    fn plans_round_trip_through_annotations() {
+        let plan = Plan {
+            name: "r".into(),
+            runtime: Runtime::Workflow,
+            steps: vec![
+                vec![Attempt { run_seconds: 2.5, exit_code: 0 }],
+                vec![Attempt { run_seconds: 2.0, exit_code: 1 }, Attempt { run_seconds: 2.0, exit_code: 0 }],
+            ],
+            ttl: TtlStyle::AfterCollection(30),
+            collect_delay: Duration::from_millis(750),
+        };
+        let back = Plan::from_annotations("r", "workflow", &plan.annotations()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{plan:?}"));
+        let mut bad = plan.annotations();
+        bad.insert(standin::ANNOTATION_TTL.into(), "soon".into());
+        assert!(Plan::from_annotations("r", "workflow", &bad).is_err());
+        assert!(
+            Plan::from_annotations("r", "job", &plan.annotations()).is_err(),
+            "a job run has one attempt"
+        );
+        assert!(Plan::from_annotations("r", "temporal", &plan.annotations()).is_err());
     }
 }
