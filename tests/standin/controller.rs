@@ -305,6 +305,11 @@ async fn reconcile(run: &DynamicObject, ctx: &Ctx) -> anyhow::Result<Action> {
     let Some(i) = workflow.steps.iter().position(|s| s.phase.as_deref() != Some("Succeeded")) else {
         return Ok(Action::await_change());
     };
+    if i >= plan.steps.len() {
+        // The status has more steps than the plan (its annotations were edited): nothing to play.
+        warn!(run = name, "step {} is not in the plan: left alone", i + 1);
+        return Ok(Action::await_change());
+    }
     let step = &workflow.steps[i];
     let attempt = step.attempt.unwrap_or(0).max(0) as usize;
     let attempts = plan.steps.get(i).map_or(0, Vec::len);
