@@ -24,8 +24,9 @@
 //!   with it (create when absent). So the replace conflicts only with a write between that read and the
 //!   replace, not with one since the tick's read: two replicas that both find an expired Lease can both
 //!   succeed, the later one holding it; the other finds out at its next tick;
-//! - a `409 Conflict` → follower without an error; any other failure → follower with it (so the renew
-//!   deadline check, kept here, only matters when a tick's clock jumps);
+//! - a `409 Conflict` → follower without an error; any other failure → follower with it, at once. The renew
+//!   deadline check after each tick is kept, but as upstream's it never fires: a tick that leaves us leader has
+//!   just renewed (the deadline is not a grace period for failed renewals);
 //! - SIGTERM/SIGINT: stop ticking, follower (controllers stop), then best effort: if we hold the Lease,
 //!   replace it with `holderIdentity: ""` and `renewTime` = now, so another replica takes it at its next tick
 //!   instead of after expiry.
