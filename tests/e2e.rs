@@ -817,3 +817,735 @@ async fn s11_two_exporters_follow_the_controller_lease() {
     assert!(b.wait_exit(Duration::from_secs(20)).await, "the leader stops once the Lease moved");
     watch.abort();
 }
+
+/// The stand-in controller program (`cargo build --example standin-controller`, which tests/e2e/run.sh does):
+/// `STANDIN_CONTROLLER_BIN`, else the example beside this test binary.
+fn standin_controller_bin() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("STANDIN_CONTROLLER_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/standin-controller");
+    assert!(bin.exists(), "{} is missing: cargo build --example standin-controller", bin.display());
+    bin
+}
+
+/// One replica of the stand-in controller as a host process, as the chart would run it in a pod named
+/// `pod` (HOSTNAME and AGENTS_POD_UID make upstream's identity); its log goes to `log`.
+fn start_controller(pod: &str, ns: &str, log: &std::path::Path) -> std::process::Child {
+    let mut cmd = std::process::Command::new(standin_controller_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AGENTS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOSTNAME", pod)
+        .env("AGENTS_POD_UID", format!("uid-{pod}"))
+        .env("AGENTS_POD_NAMESPACE", ns)
+        .env("AGENTS_CONTROLLER_NAMESPACES", ns)
+        .env("PORT", support::free_port().to_string())
+        // The election's ticks at debug: the test times its SIGTERM by them.
+        .env("RUST_LOG", "info,standin_controller::leader=debug")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start the stand-in controller")
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let status =
+        std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    assert!(status.unwrap().success(), "kill -{sig}");
+}
+
+/// The log lines of a controller that contain `what`, with their timestamps (the first field).
+fn log_times(log: &std::path::Path, what: &str) -> Vec<(jiff::Timestamp, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| Some((l.split_whitespace().next()?.parse().ok()?, l.to_string())))
+        .collect()
+}
+
+fn lease_holder(lease: &k8s_openapi::api::coordination::v1::Lease) -> String {
+    lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default()
+}
+
+/// Scenario 10: two replicas of the stand-in controller (tests/standin/controller.rs) under upstream's leader
+/// election, several runs of both runtimes in flight, the leader SIGTERMed in the middle. It releases the
+/// Lease, the other replica takes it within the retry period and continues every run from the objects: every
+/// run ends as it should, each Job is created once and TTL-patched, and each run's writes are, in order, the
+/// ones the in-process driver makes for the same plan (run at the same time in another namespace).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed: run tests/e2e/run.sh"]
+async fn s10_standin_controllers_follow_the_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let ns = "e2e-s10-controllers";
+    let reference_ns = "e2e-s10-driver";
+    let (_bed, client, log, watch) = setup(ns).await;
+    standin::create_namespace(&client, reference_ns).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("agentrun-e2e-s10-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("writes.jsonl");
+    let mut record = std::process::Command::new(support::BIN)
+        .args(["record", "--namespaces", &format!("{ns},{reference_ns}"), "--out"])
+        .arg(&capture)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start record");
+
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), ns);
+    let leases = &leases;
+    let holder = move || async move {
+        leases.get_opt("agents-controller-leader").await.unwrap().map(|l| lease_holder(&l))
+    };
+    let (log_a, log_b) = (dir.join("controller-a.log"), dir.join("controller-b.log"));
+    let mut a = start_controller("agents-controllers-a", ns, &log_a);
+    for _ in 0..100 {
+        if holder().await.as_deref() == Some("agents-controllers-a_uid-agents-controllers-a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holder().await.as_deref(), Some("agents-controllers-a_uid-agents-controllers-a"));
+    let mut b = start_controller("agents-controllers-b", ns, &log_b);
+    // b's first tick finds a's Lease held; record's watches are established.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holder().await.as_deref(), Some("agents-controllers-a_uid-agents-controllers-a"));
+
+    let ok = |s: f64| Attempt { run_seconds: s, exit_code: 0 };
+    let plan = |name: &str, runtime, steps| Plan {
+        name: name.into(),
+        runtime,
+        steps,
+        ttl: TtlStyle::AfterCollection(30),
+        collect_delay: Duration::from_millis(1000),
+    };
+    let plans = vec![
+        plan("ctl-job-ok", Runtime::Job, vec![vec![ok(12.0)]]),
+        plan("ctl-job-fails", Runtime::Job, vec![vec![Attempt { run_seconds: 5.0, exit_code: 1 }]]),
+        plan("ctl-wf-three", Runtime::Workflow, vec![vec![ok(4.0)]; 3]),
+        plan(
+            "ctl-wf-retry",
+            Runtime::Workflow,
+            vec![vec![ok(3.0)], vec![Attempt { run_seconds: 3.0, exit_code: 1 }, ok(3.0)]],
+        ),
+    ];
+    let reference: Vec<_> = plans.iter().map(|p| spawn_run(&client, reference_ns, p.clone())).collect();
+    let controlled = StandIn::new(client.clone(), ns);
+    for p in &plans {
+        controlled.create_run(p, true).await.unwrap();
+    }
+
+    // SIGTERM the leader once the three-step workflow's second Job exists: every run is in flight then.
+    for _ in 0..300 {
+        if log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.lock().unwrap().contains_key("ctl-wf-three-step-2-attempt-1"),
+        "the leader never got that far"
+    );
+    // Right after the follower's tick: its next one, a retry period later, is the first that can take the
+    // Lease, so the takeover shows the longest wait upstream's election allows after a release.
+    let ticks = log_times(&log_b, "lease tick").len();
+    for _ in 0..400 {
+        if log_times(&log_b, "lease tick").len() > ticks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jobs_before = log.lock().unwrap().len();
+    let sigterm = jiff::Timestamp::now();
+    signal(&a, "TERM");
+    let exited = tokio::task::block_in_place(|| a.wait().unwrap());
+    assert!(exited.success(), "the old leader exits cleanly on SIGTERM: {exited}");
+    let mut taken = None;
+    for _ in 0..200 {
+        if holder().await.as_deref() == Some("agents-controllers-b_uid-agents-controllers-b") {
+            taken = Some(jiff::Timestamp::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let taken = taken.expect("the other replica never took the Lease");
+
+    // Every run ends, as the driver's run of the same plan does.
+    let runs = controlled.runs();
+    let mut phases = std::collections::BTreeMap::new();
+    for _ in 0..600 {
+        phases.clear();
+        for p in &plans {
+            let run = runs.get(&p.name).await.unwrap();
+            let phase = run.data["status"]["phase"].as_str().unwrap_or_default().to_string();
+            phases.insert(p.name.clone(), phase);
+        }
+        if phases.values().all(|p| p == "Succeeded" || p == "Failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (p, handle) in plans.iter().zip(reference) {
+        outcomes.insert(p.name.clone(), handle.await.unwrap());
+    }
+    for p in &plans {
+        assert_eq!(phases[&p.name], outcomes[&p.name].phase, "{}: phase", p.name);
+    }
+    assert_eq!(phases["ctl-job-fails"], "Failed");
+    assert_eq!(phases.values().filter(|p| *p == "Succeeded").count(), 3, "{phases:?}");
+
+    // Each Job once, each TTL-patched after its collection; the runs' writes in the driver's order.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&b, "TERM");
+    assert!(tokio::task::block_in_place(|| b.wait().unwrap()).success());
+    assert_eq!(holder().await.as_deref(), Some(""), "released on SIGTERM");
+    signal(&record, "INT");
+    assert!(tokio::task::block_in_place(|| record.wait().unwrap()).success());
+    let observations =
+        agentrun_lifecycle_exporter::source::replay::read_files(&[&capture]).unwrap().observations;
+    for p in &plans {
+        let expected_jobs = &outcomes[&p.name].jobs;
+        for job in expected_jobs {
+            let facts = job_facts(&log, job);
+            assert_eq!(facts.uids.len(), 1, "{job} created once: {facts:?}");
+            assert_eq!((facts.ttl_at_creation, facts.ttl), (Some(false), Some(30)), "{job}: TTL patched on");
+        }
+        let controller_jobs: BTreeSet<String> =
+            log.lock().unwrap().keys().filter(|j| j.starts_with(&format!("{}-", p.name))).cloned().collect();
+        assert_eq!(controller_jobs, expected_jobs.iter().cloned().collect(), "{}: Jobs", p.name);
+        let written = support::writes::write_sequence_of_run(&observations, ns, &p.name);
+        let driven = support::writes::write_sequence_of_run(&observations, reference_ns, &p.name);
+        assert!(!driven.is_empty());
+        assert_eq!(written, driven, "{}: the controllers' writes vs the driver's", p.name);
+    }
+
+    for (who, path) in [("a", &log_a), ("b", &log_b)] {
+        let lines = log_times(path, "");
+        for (_, line) in
+            lines.iter().filter(|(_, l)| ["write", "transition", "released"].iter().any(|w| l.contains(w)))
+        {
+            eprintln!("controller {who}: {line}");
+        }
+    }
+    // Failover: a released at SIGTERM; b took the Lease at its next tick (within the retry period, 5 s) and
+    // wrote soon after.
+    let released =
+        log_times(&log_a, "released lease").first().map(|(t, _)| *t).expect("a released the Lease");
+    let leader_b = log_times(&log_b, "transition: leader").first().map(|(t, _)| *t).expect("b became leader");
+    let first_write = log_times(&log_b, "write").first().map(|(t, _)| *t).expect("b wrote");
+    let secs = |from: jiff::Timestamp, to: jiff::Timestamp| {
+        (to.as_millisecond() - from.as_millisecond()) as f64 / 1e3
+    };
+    eprintln!(
+        "s10 failover: SIGTERM → released {:.3} s, → b leader {:.3} s, → b's first write {:.3} s \
+         (Lease seen taken by the test after {:.3} s); Jobs existing at SIGTERM: {jobs_before}",
+        secs(sigterm, released),
+        secs(sigterm, leader_b),
+        secs(sigterm, first_write),
+        secs(sigterm, taken),
+    );
+    assert!(secs(sigterm, released) < 1.0, "released promptly");
+    assert!(secs(released, leader_b) <= 5.0 + 1.0, "taken over within the retry period after the release");
+    assert!(secs(released, leader_b) >= 3.0, "not before the follower's next tick");
+    assert!(log_times(&log_a, "transition: leader").len() == 1 && log_times(&log_b, "write").len() > 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    watch.abort();
+}
+
+/// The real node's variables and the images the suite imported there (tests/e2e/run.sh), or a loud failure.
+struct RealNode {
+    name: String,
+    kubelet_url: String,
+    targets_dir: String,
+    jaeger_for_pods: String,
+    exporter_image: (String, String),
+    standin_image: (String, String),
+}
+
+impl RealNode {
+    fn from_env() -> RealNode {
+        let var = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!("{k} is not set: scenario 12 needs the test bed's real node and the images tests/e2e/run.sh imports")
+            })
+        };
+        let image = |k: &str| {
+            let reference = var(k);
+            let (repo, tag) = reference.rsplit_once(':').unwrap_or_else(|| panic!("{k}={reference}: no tag"));
+            (repo.to_string(), tag.to_string())
+        };
+        RealNode {
+            name: var("REAL_NODE_NAME"),
+            kubelet_url: var("REAL_NODE_KUBELET_URL"),
+            targets_dir: var("REAL_NODE_PROMETHEUS_TARGETS_DIR"),
+            jaeger_for_pods: var("JAEGER_OTLP_GRPC_FOR_PODS"),
+            exporter_image: image("E2E_EXPORTER_IMAGE"),
+            standin_image: image("E2E_STANDIN_IMAGE"),
+        }
+    }
+}
+
+fn run_cmd(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kubectl(args: &[&str]) -> String {
+    run_cmd(&std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()), args)
+}
+
+/// `kubectl apply` of a manifest given as text.
+fn kubectl_apply(manifest: &str) {
+    let mut child = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{manifest}");
+}
+
+/// An API request with a ServiceAccount's token, as the apiserver answers it: the HTTP status.
+fn api_status(server: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> u16 {
+    let ca = std::env::var("TESTBED_CA_FILE").expect("TESTBED_CA_FILE");
+    let mut args = vec![
+        "-sS".to_string(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "--cacert".into(),
+        ca,
+        "-H".into(),
+        format!("Authorization: Bearer {token}"),
+        "-X".into(),
+        method.into(),
+    ];
+    if let Some(b) = body {
+        let content_type =
+            if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
+        args.extend(["-H".into(), format!("Content-Type: {content_type}"), "--data".into(), b.into()]);
+    }
+    args.push(format!("{server}{path}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cmd("curl", &args).trim().parse().unwrap()
+}
+
+/// The controllers Deployment's pods on the real node: (name, uid, pod IP, ready).
+fn controller_pods(ns: &str, node: &str) -> Vec<(String, String, String, bool)> {
+    let out = kubectl(&["-n", ns, "get", "pods", "-l", "app.kubernetes.io/instance=agents", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["uid"].as_str().unwrap().to_string(),
+                p["status"]["podIP"].as_str().unwrap_or_default().to_string(),
+                ready,
+            )
+        })
+        .collect()
+}
+
+/// A metric's sum over its series in a sidecar's /metrics, read from the host at the pod IP.
+fn pod_metric(ip: &str, name: &str, filter: &str) -> Option<f64> {
+    let (_, body) = support::http_get(&format!("{ip}:9464"), "/metrics").ok()?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+fn holder_of_lease_in(ns: &str) -> String {
+    kubectl(&["-n", ns, "get", "lease", "agents-controller-leader", "-o", "jsonpath={.spec.holderIdentity}"])
+}
+
+/// Scenario 12: the chart installed, not just rendered, on the real node. The reduced agents chart with
+/// `controllers.lifecycleExporter.enabled` and 2 controller replicas goes into a namespace that enforces the
+/// `restricted` Pod Security Standard; the controller container is the stand-in (its image, upstream's leader
+/// election), the sidecar the exporter's image, with the chart's ServiceAccount through in-cluster
+/// configuration. The sidecars become ready; the apiserver refuses their ServiceAccount Secrets, ConfigMaps and
+/// every write; Prometheus scrapes both pods. Runs are traced end to end from inside the pods; the leader pod is
+/// deleted in the middle of runs: every run still has exactly one complete trace, equal to the bed's own
+/// exporter's, no span reaches Jaeger from the two sidecars with different content, and the counters summed
+/// over the pods equal the runs.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the end-to-end test bed with its real node: run tests/e2e/run.sh"]
+async fn s12_chart_installed_on_the_real_node() {
+    let ns = "e2e-s12-chart";
+    let node = RealNode::from_env();
+    let (bed, client, log, watch) = setup(ns).await;
+    kubectl(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"]);
+
+    // The stand-in controller writes with its own ServiceAccount (a kubeconfig in a Secret): the pod's
+    // ServiceAccount, which the sidecar uses, has only what the exporter's chart grants.
+    kubectl_apply(&format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: standin-controller, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: standin-controller, namespace: {ns}}}
+rules:
+  - {{apiGroups: [agents.proompteng.ai], resources: [agentruns, agentruns/status], verbs: [get, list, watch, update, patch]}}
+  - {{apiGroups: [batch], resources: [jobs], verbs: [get, list, watch, create, patch, delete]}}
+  - {{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}}
+  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch, create, update, patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: standin-controller, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: standin-controller}}
+subjects: [{{kind: ServiceAccount, name: standin-controller, namespace: {ns}}}]
+"#
+    ));
+    let token = kubectl(&["-n", ns, "create", "token", "standin-controller", "--duration", "2h"]);
+    let cluster_ip =
+        kubectl(&["-n", "default", "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ca = run_cmd("base64", &["-w0", &std::env::var("TESTBED_CA_FILE").unwrap()]);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: bed, cluster: {{server: 'https://{cluster_ip}:443', certificate-authority-data: {}}}}}]\nusers: [{{name: standin, user: {{token: {}}}}}]\ncontexts: [{{name: bed, context: {{cluster: bed, user: standin, namespace: {ns}}}}}]\ncurrent-context: bed\n",
+        ca.trim(),
+        token.trim()
+    );
+    let dir = std::path::PathBuf::from(format!("{}/s12", std::env::var("TESTBED_STATE_DIR").unwrap()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "standin-kubeconfig",
+        &format!("--from-file=kubeconfig={}", dir.join("kubeconfig").display()),
+    ]);
+
+    // The reduced agents chart with this chart vendored, as the integration guide says.
+    let chart = dir.join("agents");
+    let root = env!("CARGO_MANIFEST_DIR");
+    run_cmd("cp", &["-r", &format!("{root}/deploy/testdata/controllers-chart"), chart.to_str().unwrap()]);
+    std::fs::create_dir_all(chart.join("charts")).unwrap();
+    run_cmd(
+        "cp",
+        &[
+            "-r",
+            &format!("{root}/deploy/chart"),
+            chart.join("charts/agentrun-lifecycle-exporter").to_str().unwrap(),
+        ],
+    );
+    let values = format!(
+        r#"serviceAccount: {{create: true, name: agents-sa}}
+controllers:
+  enabled: true
+  replicaCount: 2
+  image: {{repository: "{sr}", tag: "{st}", pullPolicy: Never}}
+  env:
+    vars: {{KUBECONFIG: /var/run/standin/kubeconfig, RUST_LOG: info}}
+  lifecycleExporter:
+    enabled: true
+    image: {{repository: "{er}", tag: "{et}", pullPolicy: Never}}
+    otel: {{endpoint: "{jaeger}", protocol: grpc, serviceName: e2e-s12-sidecar}}
+    extraArgs: ["--settle", "3s", "--ttl-grace", "20s"]
+controller:
+  namespaces: [{ns}]
+nodeSelector: {{agentrun.test/real-node: "true"}}
+tolerations: [{{key: agentrun.test/real-node, operator: Equal, value: "true", effect: NoSchedule}}]
+securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+containerSecurityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
+extraVolumes: [{{name: standin-kubeconfig, volume: {{secret: {{secretName: standin-kubeconfig}}}}}}]
+extraVolumeMounts: [{{name: standin-kubeconfig, mountPath: /var/run/standin}}]
+agentrun-lifecycle-exporter:
+  rbac: {{serviceAccountName: agents-sa}}
+"#,
+        sr = node.standin_image.0,
+        st = node.standin_image.1,
+        er = node.exporter_image.0,
+        et = node.exporter_image.1,
+        jaeger = node.jaeger_for_pods,
+    );
+    std::fs::write(dir.join("values.yaml"), values).unwrap();
+    let helm = std::env::var("HELM").expect("HELM (the test bed's helm)");
+    let installed = std::time::Instant::now();
+    run_cmd(
+        &helm,
+        &[
+            "install",
+            "agents",
+            chart.to_str().unwrap(),
+            "-n",
+            ns,
+            "-f",
+            dir.join("values.yaml").to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    );
+    let pods = controller_pods(ns, &node.name);
+    assert_eq!(pods.len(), 2, "two controller pods on the real node: {pods:?}");
+    assert!(pods.iter().all(|p| p.3), "both pods ready (both containers' probes pass)");
+    for (name, ..) in &pods {
+        let times = kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            name,
+            "-o",
+            r#"jsonpath={.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}"#,
+        ]);
+        println!(
+            "s12: pod {name}: created → ready {times} (helm install --wait took {:?})",
+            installed.elapsed()
+        );
+    }
+    let targets = format!("{}/{ns}.json", node.targets_dir);
+    let write_targets = |pods: &[(String, String, String, bool)]| {
+        let t: Vec<_> = pods
+            .iter()
+            .map(|p| serde_json::json!({"targets": [format!("{}:9464", p.2)], "labels": {"pod": p.0}}))
+            .collect();
+        std::fs::write(format!("{targets}.tmp"), serde_json::to_string(&t).unwrap()).unwrap();
+        std::fs::rename(format!("{targets}.tmp"), &targets).unwrap();
+    };
+    write_targets(&pods);
+
+    // RBAC as the apiserver enforces it, with the sidecar's ServiceAccount.
+    let server = kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+    let sa = kubectl(&["-n", ns, "create", "token", "agents-sa", "--duration", "10m"]);
+    let sa = sa.trim();
+    let runs_path = format!("/apis/agents.proompteng.ai/v1alpha1/namespaces/{ns}/agentruns");
+    let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases");
+    for (method, path, body, want) in [
+        ("GET", format!("/api/v1/namespaces/{ns}/secrets"), None, 403),
+        ("GET", format!("/api/v1/namespaces/{ns}/configmaps"), None, 403),
+        ("GET", format!("/api/v1/namespaces/{ns}/secrets/standin-kubeconfig"), None, 403),
+        ("POST", format!("/apis/batch/v1/namespaces/{ns}/jobs"), Some(r#"{"metadata":{"name":"x"}}"#), 403),
+        ("POST", runs_path.clone(), Some(r#"{"metadata":{"name":"x"}}"#), 403),
+        ("DELETE", format!("/api/v1/namespaces/{ns}/pods/{}", pods[0].0), None, 403),
+        (
+            "PATCH",
+            format!("{lease_path}/agents-controller-leader"),
+            Some(r#"{"spec":{"holderIdentity":""}}"#),
+            403,
+        ),
+        ("GET", lease_path.clone(), None, 403),
+        ("GET", runs_path.clone(), None, 200),
+        ("GET", format!("/apis/batch/v1/namespaces/{ns}/jobs?watch=false"), None, 200),
+        ("GET", format!("/api/v1/namespaces/{ns}/pods"), None, 200),
+        ("GET", format!("{lease_path}/agents-controller-leader"), None, 200),
+        ("GET", format!("{lease_path}?fieldSelector=metadata.name%3Dagents-controller-leader"), None, 200),
+    ] {
+        assert_eq!(
+            api_status(&server, sa, method, &path, body),
+            want,
+            "{method} {path} as the sidecar's ServiceAccount"
+        );
+    }
+    println!(
+        "s12: the sidecar's ServiceAccount: 403 on Secrets, ConfigMaps, writes and other Leases; 200 on its reads"
+    );
+
+    // Who leads: the pod whose controller holds the Lease; its sidecar says 1, the other 0.
+    let mut holder = String::new();
+    for _ in 0..100 {
+        holder = holder_of_lease_in(ns);
+        if !holder.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = pods
+        .iter()
+        .find(|p| holder == format!("{}_{}", p.0, p.1))
+        .unwrap_or_else(|| panic!("Lease held by {holder:?}"))
+        .clone();
+    let standby = pods.iter().find(|p| p.0 != leader.0).unwrap().clone();
+    for _ in 0..100 {
+        if pod_metric(&leader.2, "agentrun_exporter_leader", "") == Some(1.0)
+            && pod_metric(&standby.2, "agentrun_exporter_leader", "") == Some(0.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        pod_metric(&leader.2, "agentrun_exporter_leader", ""),
+        Some(1.0),
+        "the leader pod's sidecar leads"
+    );
+    assert_eq!(pod_metric(&standby.2, "agentrun_exporter_leader", ""), Some(0.0), "the other is a standby");
+    bed.wait_prom(&format!("sum(up{{job=\"real-node-pods\",pod=~\"{}|{}\"}})", leader.0, standby.0), |v| {
+        v == 2.0
+    })
+    .await;
+
+    // Runs, traced from inside the pods: two finish under the first leader, three are in flight when its pod
+    // is deleted.
+    let standin = StandIn::new(client.clone(), ns);
+    let plan = |name: &str, runtime: Runtime, seconds: f64| Plan {
+        name: name.into(),
+        runtime,
+        steps: if runtime == Runtime::Job {
+            vec![vec![Attempt { run_seconds: seconds, exit_code: 0 }]]
+        } else {
+            vec![vec![Attempt { run_seconds: seconds, exit_code: 0 }]; 2]
+        },
+        ttl: TtlStyle::AfterCollection(5),
+        collect_delay: Duration::from_millis(500),
+    };
+    let first = [plan("codex-chart-a", Runtime::Job, 2.0), plan("codex-chart-b", Runtime::Workflow, 2.0)];
+    let second = [
+        plan("codex-chart-c", Runtime::Job, 25.0),
+        plan("codex-chart-d", Runtime::Workflow, 10.0),
+        plan("codex-chart-e", Runtime::Job, 15.0),
+    ];
+    let mut uids = Vec::new();
+    for p in &first {
+        uids.push(standin.create_run(p, true).await.unwrap().metadata.uid.unwrap());
+    }
+    let runs_of = |pod: &(String, String, String, bool)| {
+        pod_metric(&pod.2, "agentrun_runs_total", &format!("namespace=\"{ns}\""))
+    };
+    for _ in 0..300 {
+        if runs_of(&leader) == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(runs_of(&leader), Some(2.0), "the first leader counted the first two runs");
+    bed.wait_prom(&format!("sum(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{ns}\"}})"), |v| {
+        v == 2.0
+    })
+    .await;
+    for p in &second {
+        uids.push(standin.create_run(p, true).await.unwrap().metadata.uid.unwrap());
+    }
+    wait_jobs(&log, 2 + 2 + 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Failover: the leader pod is deleted (its controller releases the Lease on SIGTERM).
+    let deleted = std::time::Instant::now();
+    kubectl(&["-n", ns, "delete", "pod", &leader.0, "--wait=false"]);
+    let new_holder = format!("{}_{}", standby.0, standby.1);
+    let (mut moved, mut leads, mut exporting) = (None, None, None);
+    let spans_before = pod_metric(&standby.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0);
+    while deleted.elapsed() < Duration::from_secs(90) && exporting.is_none() {
+        if moved.is_none() && holder_of_lease_in(ns) == new_holder {
+            moved = Some(deleted.elapsed());
+        }
+        if leads.is_none() && pod_metric(&standby.2, "agentrun_exporter_leader", "") == Some(1.0) {
+            leads = Some(deleted.elapsed());
+        }
+        if leads.is_some()
+            && pod_metric(&standby.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0)
+                > spans_before
+        {
+            exporting = Some(deleted.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "s12: failover: leader pod deleted → Lease to the other pod {moved:?} → its sidecar leads {leads:?} → exports its first span {exporting:?}"
+    );
+    assert!(exporting.is_some(), "the new leader exports");
+
+    // Every run ends; every trace whole, from the sidecars, equal to the bed's own exporter's.
+    for (i, uid) in uids.iter().enumerate() {
+        let name = if i < 2 { &first[i].name } else { &second[i - 2].name };
+        let runtime = if i < 2 { first[i].runtime } else { second[i - 2].runtime };
+        let jobs = if runtime == Runtime::Job { 1 } else { 2 };
+        for _ in 0..600 {
+            let phase = kubectl(&["-n", ns, "get", "agentrun", name, "-o", "jsonpath={.status.phase}"]);
+            if phase == "Succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let expected = 1 + if jobs > 1 { jobs } else { 0 } + 6 * jobs;
+        let sidecar = |s: &FlatSpan| s.service == "e2e-s12-sidecar";
+        let spans = bed
+            .wait_trace(uid, "every span from the sidecars and the bed's own exporter", |s| {
+                let ids = |f: &dyn Fn(&FlatSpan) -> bool| {
+                    s.iter().filter(|x| f(x)).map(|x| x.span_id.clone()).collect::<BTreeSet<_>>().len()
+                };
+                ids(&sidecar) == expected && ids(&|x| x.service == "agentrun-lifecycle-exporter") == expected
+            })
+            .await;
+        let mut by_id: std::collections::BTreeMap<String, FlatSpan> = Default::default();
+        for s in spans.iter().filter(|s| sidecar(s)) {
+            if let Some(previous) = by_id.insert(s.span_id.clone(), content(s)) {
+                assert_eq!(previous, content(s), "{name}: a span the two sidecars sent differs");
+            }
+        }
+        let reference: std::collections::BTreeMap<String, FlatSpan> = spans
+            .iter()
+            .filter(|s| s.service == "agentrun-lifecycle-exporter")
+            .map(|s| (s.span_id.clone(), content(s)))
+            .collect();
+        assert_eq!(by_id, reference, "{name}: the sidecars' trace vs the bed's own exporter's");
+        let unique: Vec<FlatSpan> = by_id.into_values().collect();
+        assert_eq!(check_traces(&unique), Ok(1), "{name}: one trace, every child inside its parent");
+    }
+    // Counted once over the pods, the deleted one included (its last scrape).
+    let counted =
+        format!("sum(max_over_time(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{ns}\"}}[30m]))");
+    let total = (first.len() + second.len()) as f64;
+    bed.wait_prom(&counted, |v| v == total).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(bed.prom(&counted).await.first().map(|r| r.1), Some(total), "each run counted by one sidecar");
+
+    // The sidecar's memory in its pod, from the kubelet.
+    let ca = std::env::var("TESTBED_CA_FILE").unwrap();
+    let cert = std::env::var("TESTBED_ADMIN_CERT_FILE").unwrap();
+    let key = std::env::var("TESTBED_ADMIN_KEY_FILE").unwrap();
+    let summary = run_cmd(
+        "curl",
+        &[
+            "-fsS",
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            &format!("{}/stats/summary", node.kubelet_url),
+        ],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    for pod in summary["pods"].as_array().unwrap().iter().filter(|p| p["podRef"]["namespace"] == ns) {
+        for c in pod["containers"].as_array().unwrap() {
+            println!(
+                "s12: memory: pod {} container {}: working set {} KiB",
+                pod["podRef"]["name"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+                c["memory"]["workingSetBytes"].as_u64().unwrap_or(0) / 1024
+            );
+        }
+    }
+
+    run_cmd(&helm, &["uninstall", "agents", "-n", ns, "--wait", "--timeout", "2m"]);
+    let _ = std::fs::remove_file(&targets);
+    kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=120s"]);
+    watch.abort();
+}

@@ -14,6 +14,8 @@ source "$bed/lib.sh"
 export TESTBED_REAL_NODE=${TESTBED_REAL_NODE:-1}
 "$bed/build.sh"
 cargo build --quiet
+# The stand-in controller program scenario 10 runs as two replicas.
+cargo build --quiet --example standin-controller
 if [[ $TESTBED_REAL_NODE == 1 ]]; then
   # The images the chart runs there: the exporter's, and the stand-in controller's.
   exporter_image=$(deploy/image/build.sh | tail -n1)

@@ -14,8 +14,14 @@
 //!   its TTL patch follows that write; a retry's Job comes in a later reconcile.
 //!
 //! The kwok fake node runs each Pod for the time and with the exit code given by pod annotations.
+//!
+//! Two users: [`StandIn::run`], the in-process driver the scenarios call (it plays one run from start to end),
+//! and the level-based stand-in controller process (`tests/standin/controller.rs`), which reads the plan from
+//! the AgentRun's annotations ([`Plan::from_annotations`]). Both make every write through the functions here
+//! ([`StandIn::create_job`], [`StandIn::write_status`], [`StandIn::patch_ttl`]) and change the status through
+//! [`apply_start`] and [`apply_collect`], so their writes are the same.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use agentrun_lifecycle_exporter::{
     engine::{Ts, facts::Runtime},
@@ -90,6 +96,176 @@ pub struct Plan {
     pub collect_delay: Duration,
 }
 
+/// The AgentRun annotations the stand-in controller reads its plan from (the driver passes the plan in).
+pub const ANNOTATION_STEPS: &str = "e2e.agentrun.dev/steps";
+pub const ANNOTATION_TTL: &str = "e2e.agentrun.dev/ttl";
+pub const ANNOTATION_COLLECT_DELAY: &str = "e2e.agentrun.dev/collect-delay-ms";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("annotation {0} is missing")]
+    Missing(&'static str),
+    #[error("annotation {0} is malformed: {1:?}")]
+    Malformed(&'static str, String),
+    #[error("runtime {0:?} is neither job nor workflow")]
+    Runtime(String),
+}
+
+impl Plan {
+    /// The plan as annotations: `steps` is `<seconds>:<exit code>` per attempt, attempts separated by `,`,
+    /// steps by `;` (`3:0` a job that succeeds after 3 s; `2:0;2:1,2:0` a workflow whose second step fails
+    /// once); `ttl` is `after-collection=<s>` or `at-creation=<s>`; `collect-delay-ms` is milliseconds.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let steps = self
+            .steps
+            .iter()
+            .map(|attempts| {
+                attempts
+                    .iter()
+                    .map(|a| format!("{}:{}", a.run_seconds, a.exit_code))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+        let ttl = match self.ttl {
+            TtlStyle::AfterCollection(t) => format!("after-collection={t}"),
+            TtlStyle::AtCreation(t) => format!("at-creation={t}"),
+        };
+        BTreeMap::from([
+            (ANNOTATION_STEPS.to_string(), steps),
+            (ANNOTATION_TTL.to_string(), ttl),
+            (ANNOTATION_COLLECT_DELAY.to_string(), self.collect_delay.as_millis().to_string()),
+        ])
+    }
+
+    /// The plan of a run from its name, `spec.runtime.type` and annotations (the inverse of [`Plan::annotations`]).
+    pub fn from_annotations(
+        name: &str,
+        runtime: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Plan, PlanError> {
+        let get = |k: &'static str| annotations.get(k).map(|v| v.trim()).ok_or(PlanError::Missing(k));
+        let bad = |k: &'static str, v: &str| PlanError::Malformed(k, v.to_string());
+        let runtime = match runtime {
+            "job" => Runtime::Job,
+            "workflow" => Runtime::Workflow,
+            other => return Err(PlanError::Runtime(other.to_string())),
+        };
+        let raw = get(ANNOTATION_STEPS)?;
+        let steps = raw
+            .split(';')
+            .map(|step| {
+                step.split(',')
+                    .map(|a| {
+                        let (secs, code) = a.trim().split_once(':')?;
+                        Some(Attempt { run_seconds: secs.parse().ok()?, exit_code: code.parse().ok()? })
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(ANNOTATION_STEPS, raw))?;
+        let steps_ok = match runtime {
+            Runtime::Job => steps.len() == 1 && steps[0].len() == 1,
+            Runtime::Workflow => (1..=STEP_NAMES.len()).contains(&steps.len()),
+        };
+        if !steps_ok {
+            return Err(bad(ANNOTATION_STEPS, raw));
+        }
+        let raw = get(ANNOTATION_TTL)?;
+        let ttl = match raw.split_once('=') {
+            Some(("after-collection", t)) => t.parse().ok().map(TtlStyle::AfterCollection),
+            Some(("at-creation", t)) => t.parse().ok().map(TtlStyle::AtCreation),
+            _ => None,
+        }
+        .ok_or_else(|| bad(ANNOTATION_TTL, raw))?;
+        let raw = get(ANNOTATION_COLLECT_DELAY)?;
+        let collect_delay =
+            Duration::from_millis(raw.parse().map_err(|_| bad(ANNOTATION_COLLECT_DELAY, raw))?);
+        Ok(Plan { name: name.to_string(), runtime, steps, ttl, collect_delay })
+    }
+
+    pub fn step_names(&self) -> &'static [&'static str] {
+        match self.runtime {
+            Runtime::Workflow => &STEP_NAMES[..self.steps.len()],
+            _ => &[],
+        }
+    }
+
+    /// Step `i` (0-based), attempt `n` (0-based) of a workflow; `None` for the job runtime.
+    pub fn step_ref(&self, i: usize, n: usize) -> Option<StepRef> {
+        (self.runtime == Runtime::Workflow).then(|| StepRef {
+            index: i as u32 + 1,
+            name: STEP_NAMES[i].into(),
+            attempt: n as u32 + 1,
+        })
+    }
+}
+
+/// What a collecting reconcile found and wrote into the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Collected {
+    /// The Job was gone: `JobMissing` / `WorkflowJobMissing` (the run is failed).
+    Missing,
+    /// A workflow step succeeded with steps left: written with the next step's start, after its Job exists.
+    Carried,
+    /// Written now, the TTL patch follows; `retry` when the step goes `Retrying`.
+    Written { failed: bool, retry: bool },
+}
+
+/// The status of the write that follows a Job's creation: the step it follows collected (when one succeeded
+/// with steps left), then the run (job) or step (workflow) Running with the Job.
+pub fn apply_start(
+    model: &mut objects::AgentRun,
+    step: Option<&StepRef>,
+    job: &objects::Job,
+    carried: Option<&(StepRef, objects::Job)>,
+    now: Ts,
+) {
+    if let Some((prev, finished)) = carried {
+        upstream::step_collected(model, prev.index, &prev.name, finished, false, now);
+    }
+    match step {
+        None => upstream::submitted(model, job, now),
+        Some(s) => upstream::step_running(model, s.index, &s.name, s.attempt, job, now),
+    }
+}
+
+/// The status of a finished Job's collection (`found`: the Job as read then, `None` if it was gone).
+pub fn apply_collect(
+    model: &mut objects::AgentRun,
+    step: Option<&StepRef>,
+    found: Option<&objects::Job>,
+    attempts_left: bool,
+    last_step: bool,
+    now: Ts,
+) -> Collected {
+    let Some(finished) = found else {
+        match step {
+            None => upstream::job_missing(model, now),
+            Some(s) => upstream::step_job_missing(model, s.index, &s.name, false, now),
+        }
+        return Collected::Missing;
+    };
+    let failed = is_failed(finished);
+    let retry = failed && attempts_left;
+    match step {
+        None => upstream::collected_job_runtime(model, finished, now),
+        Some(_) if !failed && !last_step => return Collected::Carried,
+        Some(s) => {
+            upstream::step_collected(model, s.index, &s.name, finished, retry, now);
+            if !retry {
+                upstream::workflow_finished(model, failed, now);
+            }
+        }
+    }
+    Collected::Written { failed, retry }
+}
+
+pub fn is_failed(job: &objects::Job) -> bool {
+    job.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true())
+}
+
 /// What the stand-in did, for the assertions.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
@@ -104,33 +280,31 @@ pub struct StandIn {
     ns: String,
 }
 
-const STEP_NAMES: [&str; 4] = ["plan", "implement", "review", "ship"];
+pub const STEP_NAMES: [&str; 4] = ["plan", "implement", "review", "ship"];
 
 impl StandIn {
     pub fn new(client: Client, ns: &str) -> Self {
         StandIn { client, ns: ns.to_string() }
     }
 
-    fn runs(&self) -> Api<DynamicObject> {
+    pub fn runs(&self) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, &agentrun_resource())
     }
 
-    fn jobs(&self) -> Api<Job> {
+    pub fn jobs(&self) -> Api<Job> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Runs the whole plan as the controller would, and returns when the run is terminal and its last TTL
-    /// patch is done.
-    pub async fn run(&self, plan: &Plan) -> anyhow::Result<Outcome> {
+    /// Creates the AgentRun of a plan as a user would apply it; with `annotated`, the plan goes on it as
+    /// annotations for the stand-in controller. Returns the run as the writes build on it.
+    pub async fn create_run(&self, plan: &Plan, annotated: bool) -> anyhow::Result<objects::AgentRun> {
         let spec = RunSpec {
             job_ttl: match plan.ttl {
                 TtlStyle::AfterCollection(t) | TtlStyle::AtCreation(t) => Some(t),
             },
             ..match plan.runtime {
                 Runtime::Job => RunSpec::job(&self.ns, &plan.name, ""),
-                Runtime::Workflow => {
-                    RunSpec::workflow(&self.ns, &plan.name, "", &STEP_NAMES[..plan.steps.len()])
-                }
+                Runtime::Workflow => RunSpec::workflow(&self.ns, &plan.name, "", plan.step_names()),
             }
         };
         let mut model = upstream::agentrun(&spec, Ts::now());
@@ -138,84 +312,77 @@ impl StandIn {
         obj["apiVersion"] = json!(objects::AGENTRUN_API_VERSION);
         obj["kind"] = json!("AgentRun");
         obj["metadata"] = json!({"name": plan.name, "namespace": self.ns});
+        if annotated {
+            obj["metadata"]["annotations"] = json!(plan.annotations());
+        }
         if plan.runtime == Runtime::Workflow {
-            obj["spec"]["workflow"] = json!({"steps": STEP_NAMES[..plan.steps.len()].iter().map(|s| json!({"name": s})).collect::<Vec<_>>()});
+            obj["spec"]["workflow"] =
+                json!({"steps": plan.step_names().iter().map(|s| json!({"name": s})).collect::<Vec<_>>()});
         }
         let created: DynamicObject =
             self.runs().create(&PostParams::default(), &serde_json::from_value(obj)?).await?;
         model.metadata.uid = created.metadata.uid.clone();
         model.metadata.creation_timestamp = created.metadata.creation_timestamp.clone();
+        Ok(model)
+    }
+
+    /// Runs the whole plan as the controller would, and returns when the run is terminal and its last TTL
+    /// patch is done.
+    pub async fn run(&self, plan: &Plan) -> anyhow::Result<Outcome> {
+        let mut model = self.create_run(plan, false).await?;
         let mut outcome =
-            Outcome { uid: created.metadata.uid.clone().unwrap_or_default(), ..Outcome::default() };
+            Outcome { uid: model.metadata.uid.clone().unwrap_or_default(), ..Outcome::default() };
 
         // A step that succeeded with steps left: collected in the reconcile that creates the next step's
         // Job, written in one status after that Job exists, TTL-patched after the write (as upstream does).
         let mut carried: Option<(StepRef, objects::Job)> = None;
         if plan.runtime == Runtime::Workflow {
-            upstream::workflow_pending(&mut model, &STEP_NAMES[..plan.steps.len()]);
+            upstream::workflow_pending(&mut model, plan.step_names());
         }
         'steps: for (i, attempts) in plan.steps.iter().enumerate() {
             for (n, attempt) in attempts.iter().enumerate() {
-                let step = (plan.runtime == Runtime::Workflow).then(|| StepRef {
-                    index: i as u32 + 1,
-                    name: STEP_NAMES[i].into(),
-                    attempt: n as u32 + 1,
-                });
+                let step = plan.step_ref(i, n);
                 let job = self.create_job(&model, step.as_ref(), *attempt, plan.ttl).await?;
                 let job_name = job.metadata.name.clone().unwrap_or_default();
                 outcome.jobs.push(job_name.clone());
-                let as_projection = projection(&job)?;
-                let now = Ts::now();
-                if let Some((prev, finished)) = &carried {
-                    upstream::step_collected(&mut model, prev.index, &prev.name, finished, false, now);
-                }
-                match &step {
-                    None => upstream::submitted(&mut model, &as_projection, now),
-                    Some(s) => {
-                        upstream::step_running(&mut model, s.index, &s.name, s.attempt, &as_projection, now)
-                    }
-                }
+                apply_start(&mut model, step.as_ref(), &projection(&job)?, carried.as_ref(), Ts::now());
                 self.write_status(&model).await?;
                 if let Some((_, finished)) = carried.take() {
                     self.patch_ttl(&finished, plan.ttl).await?;
                 }
                 self.wait_finished(&job_name).await?;
                 tokio::time::sleep(plan.collect_delay).await;
-                let found =
-                    Self::retry("Job read", || async { Ok(self.jobs().get_opt(&job_name).await?) }).await?;
-                let Some(job) = found else {
-                    // The Job went before it was collected.
-                    match &step {
-                        None => upstream::job_missing(&mut model, Ts::now()),
-                        Some(s) => upstream::step_job_missing(&mut model, s.index, &s.name, false, Ts::now()),
-                    }
-                    self.write_status(&model).await?;
-                    break 'steps;
-                };
-                let finished = projection(&job)?;
-                let failed = finished.status.conditions.iter().any(|c| c.type_ == "Failed" && c.is_true());
-                let retry = failed && n + 1 < attempts.len();
+                let found = self.read_job(&job_name).await?.map(|j| projection(&j)).transpose()?;
                 let last_step = i + 1 == plan.steps.len();
-                match &step {
-                    None => upstream::collected_job_runtime(&mut model, &finished, Ts::now()),
-                    Some(s) if !failed && !last_step => {
-                        carried = Some((s.clone(), finished));
+                let attempts_left = n + 1 < attempts.len();
+                match apply_collect(
+                    &mut model,
+                    step.as_ref(),
+                    found.as_ref(),
+                    attempts_left,
+                    last_step,
+                    Ts::now(),
+                ) {
+                    Collected::Missing => {
+                        self.write_status(&model).await?;
+                        break 'steps;
+                    }
+                    Collected::Carried => {
+                        carried = step.zip(found);
                         break;
                     }
-                    Some(s) => {
-                        upstream::step_collected(&mut model, s.index, &s.name, &finished, retry, Ts::now());
-                        if !retry {
-                            upstream::workflow_finished(&mut model, failed, Ts::now());
+                    Collected::Written { failed, retry } => {
+                        self.write_status(&model).await?;
+                        if let Some(finished) = &found {
+                            self.patch_ttl(finished, plan.ttl).await?;
+                        }
+                        if failed && !retry {
+                            break 'steps;
+                        }
+                        if !failed {
+                            break;
                         }
                     }
-                }
-                self.write_status(&model).await?;
-                self.patch_ttl(&finished, plan.ttl).await?;
-                if failed && !retry {
-                    break 'steps;
-                }
-                if !failed {
-                    break;
                 }
             }
         }
@@ -225,7 +392,13 @@ impl StandIn {
         Ok(outcome)
     }
 
-    async fn create_job(
+    /// A Job as it is now, through API server restarts (`None`: it is gone).
+    pub async fn read_job(&self, name: &str) -> anyhow::Result<Option<Job>> {
+        Self::retry("Job read", || async { Ok(self.jobs().get_opt(name).await?) }).await
+    }
+
+    /// Creates the Job of a run (or of a step attempt); one that exists already is returned as it is.
+    pub async fn create_job(
         &self,
         run: &objects::AgentRun,
         step: Option<&StepRef>,
@@ -269,7 +442,7 @@ impl StandIn {
     }
 
     /// Retries a call through API server restarts and cut connections, as a controller's client would.
-    async fn retry<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
+    pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -288,7 +461,7 @@ impl StandIn {
     }
 
     /// The current controller's TTL patch, after the status write that collected the Job.
-    async fn patch_ttl(&self, job: &objects::Job, ttl: TtlStyle) -> anyhow::Result<()> {
+    pub async fn patch_ttl(&self, job: &objects::Job, ttl: TtlStyle) -> anyhow::Result<()> {
         if let TtlStyle::AfterCollection(ttl) = ttl {
             let name = job.metadata.name.clone().unwrap_or_default();
             let patch = json!({"spec": {"ttlSecondsAfterFinished": ttl}});
@@ -301,7 +474,7 @@ impl StandIn {
         Ok(())
     }
 
-    async fn write_status(&self, run: &objects::AgentRun) -> anyhow::Result<()> {
+    pub async fn write_status(&self, run: &objects::AgentRun) -> anyhow::Result<()> {
         let name = run.metadata.name.clone().unwrap_or_default();
         let patch = json!({"status": run.status});
         let params = PatchParams { field_manager: Some("agents-status".into()), ..PatchParams::default() };
@@ -334,7 +507,7 @@ impl StandIn {
 }
 
 /// The engine's projection of a typed Job (the upstream-shape helpers read it).
-fn projection(job: &Job) -> anyhow::Result<objects::Job> {
+pub fn projection(job: &Job) -> anyhow::Result<objects::Job> {
     let value: Value = serde_json::to_value(job)?;
     Ok(serde_json::from_value(value)?)
 }

@@ -227,6 +227,8 @@ pub fn flatten_jaeger(body: &Value) -> Vec<FlatSpan> {
 #[derive(Clone, Debug, Default)]
 pub struct JobFacts {
     pub uid: String,
+    /// Every uid seen under this name: more than one means the Job was created again.
+    pub uids: std::collections::BTreeSet<String>,
     pub finished: Option<Ts>,
     pub deletion: Option<Ts>,
     pub gone: bool,
@@ -265,6 +267,7 @@ pub fn watch_jobs(client: Client, namespace: &str) -> (JobLog, tokio::task::Join
             let first = !map.contains_key(&name);
             let f = map.entry(name).or_default();
             f.uid = job.metadata.uid.clone().unwrap_or_default();
+            f.uids.insert(f.uid.clone());
             let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
             if first {
                 f.ttl_at_creation = Some(ttl.is_some());

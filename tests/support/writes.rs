@@ -86,6 +86,30 @@ pub fn write_sequence(observations: &[Observation]) -> Vec<String> {
     out
 }
 
+/// The writes of one run (`run` in `namespace`: the AgentRun and the Jobs named after it) in a capture that
+/// holds others too.
+pub fn write_sequence_of_run(observations: &[Observation], namespace: &str, run: &str) -> Vec<String> {
+    let prefix = format!("{run}-");
+    let mine: Vec<Observation> = observations
+        .iter()
+        .filter(|o| match &o.change {
+            Change::Upsert(obj) | Change::Delete(obj) => {
+                let m = obj.metadata();
+                let name = m.name.as_deref().unwrap_or_default();
+                m.namespace.as_deref() == Some(namespace)
+                    && match obj {
+                        Object::AgentRun(_) => name == run,
+                        Object::Job(_) => name.starts_with(&prefix),
+                        Object::Pod(_) => false,
+                    }
+            }
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    write_sequence(&mine)
+}
+
 pub fn write_sequence_of_file(path: &str) -> Vec<String> {
     let capture = replay::read_files(&[path]).unwrap_or_else(|e| panic!("{path}: {e}"));
     write_sequence(&capture.observations)

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Usage: tests/e2e/standin-image.sh [OUT]
+#
+# Builds the image of the stand-in agents controller (tests/standin/controller.rs, the `standin-controller` example:
+# a test tool, not the product) the way deploy/image/build.sh builds the exporter's: the release binary
+# (cargo build --release --locked --example standin-controller), the runtime files from Debian packages
+# (deploy/image/rootfs.sh: the binary's libraries, CA certificates, passwd/group with nonroot 65532; no shell),
+# assembled by umoci into an OCI image archive (an OCI image layout in a tar, with a Docker-style manifest.json) at
+# OUT, by default target/image/agentrun-standin-controller-<version>.oci.tar. The last line printed is OUT's
+# absolute path.
+#
+# The image: user 65532:65532; entrypoint /usr/local/bin/standin-controller (no arguments); env PORT=8080 (the
+# agents chart's `http` port, where /health and /ready answer); reference STANDIN_IMAGE_REF, default
+# agentrun-standin-controller:<crate version>, in index.json (io.containerd.image.name) and manifest.json.
+# Timestamps are SOURCE_DATE_EPOCH (default: the commit time of HEAD).
+#
+# Environment:
+#   STANDIN_CONTROLLER_BINARY  use this binary instead of building it
+#   STANDIN_IMAGE_REF          the image reference to record in the archive
+#   SOURCE_DATE_EPOCH          timestamp of the image, its files and the archive
+#
+# Tools it installs with apt-get when they are missing (as root): umoci, jq.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+export LC_ALL=C TZ=UTC
+log() { echo "standin-image.sh: $*" >&2; }
+
+need_apt=()
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v jq >/dev/null || need_apt+=(jq)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) != 0 ]]; then
+    log "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]}) or run as root"
+    exit 1
+  fi
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# rootfs.sh reads apt's package lists; a fresh machine has none.
+if ! apt-cache policy libc6 | grep -q 'Candidate: [0-9]'; then
+  apt-get update -q >/dev/null
+fi
+
+name=agentrun-standin-controller
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+ref=${STANDIN_IMAGE_REF:-$name:$version}
+out=${1:-target/image/$name-$version.oci.tar}
+mkdir -p "$(dirname "$out")"
+out=$(realpath "$out")
+revision=$(git rev-parse HEAD 2>/dev/null || true)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+
+if [[ -n ${STANDIN_CONTROLLER_BINARY:-} ]]; then
+  binary=$(realpath "$STANDIN_CONTROLLER_BINARY")
+else
+  log "cargo build --release --locked --example standin-controller"
+  # Without SOURCE_DATE_EPOCH: build scripts track it, and the binary would be rebuilt whenever it changes.
+  env -u SOURCE_DATE_EPOCH cargo build --release --locked --quiet --example standin-controller
+  target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+  binary=$target_dir/release/examples/standin-controller
+fi
+[[ -x $binary ]] || { log "no binary at $binary"; exit 1; }
+
+work=$root/target/image/standin-work
+rm -rf "$work"
+mkdir -p "$work"
+deploy/image/rootfs.sh "$binary" "$work/base" "$root/target/image/debs"
+mkdir -p "$work/app/usr/local/bin"
+install -m 0755 "$binary" "$work/app/usr/local/bin/standin-controller"
+chmod 0755 "$work/app" "$work/app/usr" "$work/app/usr/local" "$work/app/usr/local/bin"
+
+# Layer tars as build.sh writes them: sorted, every time SOURCE_DATE_EPOCH, owned by root but /home/nonroot.
+layer_tar() {
+  local dir=$1 tarball=$2
+  local tar_opts=(--format=posix "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"
+    --mtime="@$SOURCE_DATE_EPOCH" --sort=name --numeric-owner)
+  mapfile -t top < <(cd "$dir" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
+  tar -C "$dir" "${tar_opts[@]}" --owner=0 --group=0 --exclude=./home/nonroot --exclude=home/nonroot \
+    -cf "$tarball" "${top[@]}"
+  if [[ -d $dir/home/nonroot ]]; then
+    mapfile -t home < <(cd "$dir" && find home/nonroot | sort)
+    tar -C "$dir" "${tar_opts[@]}" --owner=65532 --group=65532 --no-recursion -rf "$tarball" "${home[@]}"
+  fi
+}
+layer_tar "$work/base" "$work/base.tar"
+layer_tar "$work/app" "$work/app.tar"
+
+layout=$work/layout
+umoci init --layout "$layout"
+umoci new --image "$layout:$version"
+umoci raw add-layer --image "$layout:$version" --history.created "$created" \
+  --history.created_by "deploy/image/rootfs.sh: runtime files from Debian packages" "$work/base.tar"
+umoci raw add-layer --image "$layout:$version" --history.created "$created" \
+  --history.created_by "the stand-in controller (cargo build --release --example standin-controller)" "$work/app.tar"
+labels=(
+  "org.opencontainers.image.title=$name"
+  "org.opencontainers.image.description=Stand-in for the agents controller, for end-to-end tests of the exporter"
+  "org.opencontainers.image.version=$version"
+  "org.opencontainers.image.created=$created"
+)
+[[ -n $revision ]] && labels+=("org.opencontainers.image.revision=$revision")
+config_args=(--no-history --created "$created" --os linux --architecture amd64
+  --config.user 65532:65532
+  --config.entrypoint /usr/local/bin/standin-controller
+  --config.env "PATH=/usr/local/bin:/usr/bin:/bin"
+  --config.env "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+  --config.env "PORT=8080"
+  --config.exposedports 8080/tcp)
+for l in "${labels[@]}"; do
+  config_args+=(--config.label "$l" --manifest.annotation "$l")
+done
+umoci config --image "$layout:$version" "${config_args[@]}"
+umoci gc --layout "$layout"
+
+jq -c --arg ref "$ref" '.manifests[0].annotations["io.containerd.image.name"] = $ref' "$layout/index.json" \
+  >"$work/index.json"
+mv "$work/index.json" "$layout/index.json"
+manifest_digest=$(jq -r '.manifests[0].digest' "$layout/index.json")
+manifest=$layout/blobs/sha256/${manifest_digest#sha256:}
+jq -c --arg ref "$ref" '[{Config: ("blobs/sha256/" + (.config.digest | ltrimstr("sha256:"))), RepoTags: [$ref],
+  Layers: [.layers[].digest | "blobs/sha256/" + ltrimstr("sha256:")]}]' "$manifest" >"$layout/manifest.json"
+find "$layout" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find "$layout" -type d -exec chmod 0755 {} +
+find "$layout" -type f -exec chmod 0644 {} +
+
+tmp_out=$out.tmp.$$
+mapfile -t entries < <(cd "$layout" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
+tar -C "$layout" --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+  --mtime="@$SOURCE_DATE_EPOCH" --sort=name --owner=0 --group=0 --numeric-owner -cf "$tmp_out" "${entries[@]}"
+mv "$tmp_out" "$out"
+
+log "image   $ref"
+log "digest  $manifest_digest (manifest)"
+log "layers  $(jq '[.layers[].size] | add' "$manifest") bytes compressed"
+rm -rf "$work"
+echo "$out"
