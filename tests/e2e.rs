@@ -1189,9 +1189,13 @@ fn holder_of_lease_in(ns: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the end-to-end test bed with its real node: run tests/e2e/run.sh"]
 async fn s12_chart_installed_on_the_real_node() {
+    // The chart in a namespace that enforces `restricted`; the runs (whose Job pods are not restricted) in
+    // another one the controller watches, as upstream's AGENTS_CONTROLLER_NAMESPACES allows.
     let ns = "e2e-s12-chart";
+    let runs_ns = "e2e-s12-runs";
     let node = RealNode::from_env();
-    let (bed, client, log, watch) = setup(ns).await;
+    let (bed, client, log, watch) = setup(runs_ns).await;
+    standin::create_namespace(&client, ns).await.unwrap();
     kubectl(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"]);
 
     // The stand-in controller writes with its own ServiceAccount (a kubeconfig in a Secret): the pod's
@@ -1203,11 +1207,22 @@ metadata: {{name: standin-controller, namespace: {ns}}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {{name: standin-controller, namespace: {ns}}}
+metadata: {{name: standin-controller, namespace: {runs_ns}}}
 rules:
   - {{apiGroups: [agents.proompteng.ai], resources: [agentruns, agentruns/status], verbs: [get, list, watch, update, patch]}}
   - {{apiGroups: [batch], resources: [jobs], verbs: [get, list, watch, create, patch, delete]}}
   - {{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: standin-controller, namespace: {runs_ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: standin-controller}}
+subjects: [{{kind: ServiceAccount, name: standin-controller, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: standin-controller, namespace: {ns}}}
+rules:
   - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch, create, update, patch]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -1255,6 +1270,8 @@ subjects: [{{kind: ServiceAccount, name: standin-controller, namespace: {ns}}}]
     );
     let values = format!(
         r#"serviceAccount: {{create: true, name: agents-sa}}
+# The control plane's Deployment is not under test (and has no image here).
+replicaCount: 0
 controllers:
   enabled: true
   replicaCount: 2
@@ -1267,7 +1284,7 @@ controllers:
     otel: {{endpoint: "{jaeger}", protocol: grpc, serviceName: e2e-s12-sidecar}}
     extraArgs: ["--settle", "3s", "--ttl-grace", "20s"]
 controller:
-  namespaces: [{ns}]
+  namespaces: [{runs_ns}]
 nodeSelector: {{agentrun.test/real-node: "true"}}
 tolerations: [{{key: agentrun.test/real-node, operator: Equal, value: "true", effect: NoSchedule}}]
 securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
@@ -1276,6 +1293,7 @@ extraVolumes: [{{name: standin-kubeconfig, volume: {{secret: {{secretName: stand
 extraVolumeMounts: [{{name: standin-kubeconfig, mountPath: /var/run/standin}}]
 agentrun-lifecycle-exporter:
   rbac: {{serviceAccountName: agents-sa}}
+  exporter: {{namespaces: [{runs_ns}]}}
 "#,
         sr = node.standin_image.0,
         st = node.standin_image.1,
@@ -1334,13 +1352,21 @@ agentrun-lifecycle-exporter:
     let server = kubectl(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
     let sa = kubectl(&["-n", ns, "create", "token", "agents-sa", "--duration", "10m"]);
     let sa = sa.trim();
-    let runs_path = format!("/apis/agents.proompteng.ai/v1alpha1/namespaces/{ns}/agentruns");
+    let runs_path = format!("/apis/agents.proompteng.ai/v1alpha1/namespaces/{runs_ns}/agentruns");
     let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases");
     for (method, path, body, want) in [
         ("GET", format!("/api/v1/namespaces/{ns}/secrets"), None, 403),
         ("GET", format!("/api/v1/namespaces/{ns}/configmaps"), None, 403),
+        ("GET", format!("/api/v1/namespaces/{runs_ns}/secrets"), None, 403),
+        ("GET", format!("/api/v1/namespaces/{runs_ns}/configmaps"), None, 403),
         ("GET", format!("/api/v1/namespaces/{ns}/secrets/standin-kubeconfig"), None, 403),
-        ("POST", format!("/apis/batch/v1/namespaces/{ns}/jobs"), Some(r#"{"metadata":{"name":"x"}}"#), 403),
+        (
+            "POST",
+            format!("/apis/batch/v1/namespaces/{runs_ns}/jobs"),
+            Some(r#"{"metadata":{"name":"x"}}"#),
+            403,
+        ),
+        ("PATCH", format!("{runs_path}/x/status"), Some(r#"{"status":{}}"#), 403),
         ("POST", runs_path.clone(), Some(r#"{"metadata":{"name":"x"}}"#), 403),
         ("DELETE", format!("/api/v1/namespaces/{ns}/pods/{}", pods[0].0), None, 403),
         (
@@ -1351,8 +1377,8 @@ agentrun-lifecycle-exporter:
         ),
         ("GET", lease_path.clone(), None, 403),
         ("GET", runs_path.clone(), None, 200),
-        ("GET", format!("/apis/batch/v1/namespaces/{ns}/jobs?watch=false"), None, 200),
-        ("GET", format!("/api/v1/namespaces/{ns}/pods"), None, 200),
+        ("GET", format!("/apis/batch/v1/namespaces/{runs_ns}/jobs"), None, 200),
+        ("GET", format!("/api/v1/namespaces/{runs_ns}/pods"), None, 200),
         ("GET", format!("{lease_path}/agents-controller-leader"), None, 200),
         ("GET", format!("{lease_path}?fieldSelector=metadata.name%3Dagents-controller-leader"), None, 200),
     ] {
@@ -1402,7 +1428,7 @@ agentrun-lifecycle-exporter:
 
     // Runs, traced from inside the pods: two finish under the first leader, three are in flight when its pod
     // is deleted.
-    let standin = StandIn::new(client.clone(), ns);
+    let standin = StandIn::new(client.clone(), runs_ns);
     let plan = |name: &str, runtime: Runtime, seconds: f64| Plan {
         name: name.into(),
         runtime,
@@ -1425,7 +1451,7 @@ agentrun-lifecycle-exporter:
         uids.push(standin.create_run(p, true).await.unwrap().metadata.uid.unwrap());
     }
     let runs_of = |pod: &(String, String, String, bool)| {
-        pod_metric(&pod.2, "agentrun_runs_total", &format!("namespace=\"{ns}\""))
+        pod_metric(&pod.2, "agentrun_runs_total", &format!("namespace=\"{runs_ns}\""))
     };
     for _ in 0..300 {
         if runs_of(&leader) == Some(2.0) {
@@ -1434,9 +1460,10 @@ agentrun-lifecycle-exporter:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(runs_of(&leader), Some(2.0), "the first leader counted the first two runs");
-    bed.wait_prom(&format!("sum(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{ns}\"}})"), |v| {
-        v == 2.0
-    })
+    bed.wait_prom(
+        &format!("sum(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{runs_ns}\"}})"),
+        |v| v == 2.0,
+    )
     .await;
     for p in &second {
         uids.push(standin.create_run(p, true).await.unwrap().metadata.uid.unwrap());
@@ -1444,29 +1471,45 @@ agentrun-lifecycle-exporter:
     wait_jobs(&log, 2 + 2 + 3).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // Failover: the leader pod is deleted (its controller releases the Lease on SIGTERM).
+    // Failover: the leader pod is deleted (its controller releases the Lease on SIGTERM). The Lease goes to the
+    // other replica, or to the pod that replaces the deleted one, whichever controller tries first.
     let deleted = std::time::Instant::now();
+    let old_holder = format!("{}_{}", leader.0, leader.1);
     kubectl(&["-n", ns, "delete", "pod", &leader.0, "--wait=false"]);
-    let new_holder = format!("{}_{}", standby.0, standby.1);
     let (mut moved, mut leads, mut exporting) = (None, None, None);
-    let spans_before = pod_metric(&standby.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0);
+    let mut new_leader: Option<(String, String, String, bool)> = None;
+    let mut spans_before = 0.0;
     while deleted.elapsed() < Duration::from_secs(90) && exporting.is_none() {
-        if moved.is_none() && holder_of_lease_in(ns) == new_holder {
-            moved = Some(deleted.elapsed());
+        let holder = holder_of_lease_in(ns);
+        if new_leader.is_none() && !holder.is_empty() && holder != old_holder {
+            let pods = controller_pods(ns, &node.name);
+            if let Some(p) =
+                pods.iter().find(|p| holder == format!("{}_{}", p.0, p.1)).filter(|p| !p.2.is_empty())
+            {
+                moved = Some((
+                    deleted.elapsed(),
+                    if p.0 == standby.0 { "the other replica" } else { "the new pod" },
+                ));
+                spans_before = pod_metric(&p.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0);
+                new_leader = Some(p.clone());
+                write_targets(&[leader.clone(), standby.clone(), p.clone()]);
+            }
         }
-        if leads.is_none() && pod_metric(&standby.2, "agentrun_exporter_leader", "") == Some(1.0) {
-            leads = Some(deleted.elapsed());
-        }
-        if leads.is_some()
-            && pod_metric(&standby.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0)
-                > spans_before
-        {
-            exporting = Some(deleted.elapsed());
+        if let Some(p) = &new_leader {
+            if leads.is_none() && pod_metric(&p.2, "agentrun_exporter_leader", "") == Some(1.0) {
+                leads = Some(deleted.elapsed());
+            }
+            if leads.is_some()
+                && pod_metric(&p.2, "agentrun_exporter_spans_exported_total", "").unwrap_or(0.0)
+                    > spans_before
+            {
+                exporting = Some(deleted.elapsed());
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "s12: failover: leader pod deleted → Lease to the other pod {moved:?} → its sidecar leads {leads:?} → exports its first span {exporting:?}"
+        "s12: failover: leader pod deleted → Lease to {moved:?} → its sidecar leads {leads:?} → exports its first span {exporting:?}"
     );
     assert!(exporting.is_some(), "the new leader exports");
 
@@ -1476,7 +1519,7 @@ agentrun-lifecycle-exporter:
         let runtime = if i < 2 { first[i].runtime } else { second[i - 2].runtime };
         let jobs = if runtime == Runtime::Job { 1 } else { 2 };
         for _ in 0..600 {
-            let phase = kubectl(&["-n", ns, "get", "agentrun", name, "-o", "jsonpath={.status.phase}"]);
+            let phase = kubectl(&["-n", runs_ns, "get", "agentrun", name, "-o", "jsonpath={.status.phase}"]);
             if phase == "Succeeded" {
                 break;
             }
@@ -1508,8 +1551,12 @@ agentrun-lifecycle-exporter:
         assert_eq!(check_traces(&unique), Ok(1), "{name}: one trace, every child inside its parent");
     }
     // Counted once over the pods, the deleted one included (its last scrape).
-    let counted =
-        format!("sum(max_over_time(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{ns}\"}}[30m]))");
+    let these_pods =
+        [&leader, &standby].into_iter().chain(new_leader.as_ref()).map(|p| p.0.as_str()).collect::<Vec<_>>();
+    let counted = format!(
+        "sum(max_over_time(agentrun_runs_total{{job=\"real-node-pods\",namespace=\"{runs_ns}\",pod=~\"{}\"}}[30m]))",
+        these_pods.join("|")
+    );
     let total = (first.len() + second.len()) as f64;
     bed.wait_prom(&counted, |v| v == total).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1546,6 +1593,6 @@ agentrun-lifecycle-exporter:
 
     run_cmd(&helm, &["uninstall", "agents", "-n", ns, "--wait", "--timeout", "2m"]);
     let _ = std::fs::remove_file(&targets);
-    kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=120s"]);
+    kubectl(&["delete", "namespace", ns, runs_ns, "--wait=true", "--timeout=120s"]);
     watch.abort();
 }

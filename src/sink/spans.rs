@@ -78,14 +78,16 @@ fn run_attrs(run: &RunInfo) -> Vec<KeyValue> {
     if let Some(agent) = &run.agent {
         a.push(kv_str("agentrun.agent", agent));
     }
-    if let Some(provider) = &run.provider {
-        a.push(kv_str("agentrun.provider", provider));
-    }
     a
 }
 
 fn job_attrs(run: &RunInfo, job: &JobInfo) -> Vec<KeyValue> {
     let mut a = run_attrs(run);
+    // Only on a Job's spans: the provider is known from Jobs' labels alone, and the Jobs of a run may be gone
+    // when an exporter that (re)started sends its root span again.
+    if let Some(provider) = &run.provider {
+        a.push(kv_str("agentrun.provider", provider));
+    }
     a.push(kv_str("k8s.job.name", &job.name));
     a.push(kv_str("k8s.job.uid", &job.uid));
     if let Some(k) = &job.step {

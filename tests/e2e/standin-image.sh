@@ -11,7 +11,7 @@
 #
 # The image: user 65532:65532; entrypoint /usr/local/bin/standin-controller (no arguments); env PORT=8080 (the
 # agents chart's `http` port, where /health and /ready answer); reference STANDIN_IMAGE_REF, default
-# agentrun-standin-controller:<crate version>, in index.json (io.containerd.image.name) and manifest.json.
+# localhost/agentrun-standin-controller:<crate version>, in index.json (io.containerd.image.name) and manifest.json.
 # Timestamps are SOURCE_DATE_EPOCH (default: the commit time of HEAD).
 #
 # Environment:
@@ -45,7 +45,8 @@ fi
 
 name=agentrun-standin-controller
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
-ref=${STANDIN_IMAGE_REF:-$name:$version}
+# Fully qualified: the kubelet looks a short name up as docker.io/library/<name>.
+ref=${STANDIN_IMAGE_REF:-localhost/$name:$version}
 out=${1:-target/image/$name-$version.oci.tar}
 mkdir -p "$(dirname "$out")"
 out=$(realpath "$out")
