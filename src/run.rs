@@ -93,12 +93,16 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let tracker = Tracker::new(args.engine.tracker_config(Ts::now()));
     let mut pipeline = Pipeline::new(tracker, args.engine.upstream_config(), telemetry);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // Ticks only while they can change something (see `Pipeline::wants_tick`): idle, the loop sleeps until
+    // the next observation, and the first tick after it comes at once.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
+        let ticking = pipeline.wants_tick(Ts::now());
         tokio::select! {
             Some(obs) = rx.recv() => pipeline.observe(obs),
-            _ = ticker.tick() => pipeline.tick(Ts::now()),
+            _ = ticker.tick(), if ticking => pipeline.tick(Ts::now()),
             _ = &mut stop => break,
         }
     }

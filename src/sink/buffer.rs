@@ -1,8 +1,8 @@
-//! A bounded retry buffer between the batch span processor and the OTLP exporter.
+//! A bounded retry buffer between the span sink and the OTLP exporter.
 //!
-//! The SDK's `BatchSpanProcessor` calls `export` on its own thread and waits for the result; the OTLP
-//! exporter alone retries a batch for about 2 s and then it is gone. [`BufferedExporter`] takes its place:
-//! `export` only stores the batch and returns, and a worker thread sends the stored batches oldest first,
+//! The OTLP exporter alone retries a batch for about 2 s and then it is gone. [`BufferedExporter`] takes
+//! its place: the span sink hands it batches ([`BufferedExporter::hand_over`]; `export`, for an SDK span
+//! processor, does the same), which it only stores, and a worker thread sends the stored batches oldest first,
 //! one attempt at a time, each bounded by a timeout, backing off exponentially (with jitter) while the
 //! backend fails. The buffer is bounded by bytes (the oldest spans are evicted for a new batch) and by age
 //! (older batches expire). Every span that leaves it other than by a successful export is counted in
@@ -232,6 +232,11 @@ impl BufferedExporter {
         let worker = shared.clone();
         thread::Builder::new().name("span-export-buffer".into()).spawn(move || run(inner, &worker))?;
         Ok(BufferedExporter { shared })
+    }
+
+    /// Takes a batch of finished spans (never waits on the network).
+    pub fn hand_over(&self, spans: Vec<SpanData>) {
+        self.shared.accept(spans);
     }
 
     /// Sends what is held until done or `shutdown_timeout`; what is left then is counted as dropped.

@@ -162,6 +162,12 @@ impl Tracker {
         std::mem::take(&mut self.out)
     }
 
+    /// Whether time alone, with no update, can still change something: a deadline is pending, or a gauge
+    /// depends on the time it is read at. When it cannot, a caller may stop ticking until the next update.
+    pub fn time_driven(&self, now: Ts) -> bool {
+        self.deadlines.first().is_some() || self.namespaces.values().any(|ns| ns.gauges.time_driven(now))
+    }
+
     /// Settles every pending verdict as if all waits had elapsed (end of a replay or a demo).
     pub fn flush(&mut self) -> Vec<Emitted> {
         let far = self.deadlines.last().unwrap_or(self.now).max(self.now);
