@@ -188,7 +188,22 @@ impl Tracker {
     /// The object's namespace key; the object counts as seen by any relist of its scope in progress.
     fn noted(&mut self, kind: Kind, id: &ObjectId) -> Arc<str> {
         let ns = self.namespace_key(&id.namespace);
-        self.relists.note(kind, &ns, &id.uid);
+        if self.relists.open(kind, &ns) {
+            // A relist holds every uid it lists: share the tracked object's key rather than copy it.
+            let namespace = &self.namespaces[&ns];
+            let uid = id.uid.as_str();
+            let tracked = match kind {
+                Kind::AgentRun => namespace
+                    .runs
+                    .get_key_value(uid)
+                    .map(|(k, _)| k)
+                    .or_else(|| namespace.done.get_key_value(uid).map(|(k, _)| k)),
+                Kind::Job => namespace.jobs.get_key_value(uid).map(|(k, _)| k),
+                Kind::Pod => namespace.pods.get_key_value(uid).map(|(k, _)| k),
+            };
+            let uid = tracked.cloned().unwrap_or_else(|| uid.into());
+            self.relists.note(kind, &ns, uid);
+        }
         ns
     }
 
