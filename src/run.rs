@@ -88,8 +88,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let router = http::router(telemetry.registry.clone(), ready.clone());
     let server = tokio::spawn(http::serve(listener, router, (&args.http).into(), shutdown_signal()));
 
-    // Room for the start-up relist markers of every watch and about a list page: more would only hold decoded
-    // objects waiting for the engine, a relist's transient memory (8192 added ~17 MiB to the peak of a 50,100-object relist).
+    // Room for the start-up relist markers of every watch and a few list pages: more would only hold decoded
+    // objects waiting for the engine, a relist's transient memory (8192 added ~17 MiB to the peak resident
+    // memory of a 50,100-object relist).
     let (tx, mut rx) = mpsc::channel::<Observation>(128 + 2 * scope.watch_count());
     let tasks = spawn_watches(client, &scope, tx, telemetry.metrics.clone(), ready);
     let tracker = Tracker::new(args.engine.tracker_config(Ts::now()));
