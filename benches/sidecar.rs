@@ -491,7 +491,11 @@ fn demo(bed: &Bed, runs: usize) -> (usize, f64, f64) {
 
 /// `x / y`, or what it cannot be when the reflector used no measurable CPU.
 fn ratio(x: f64, y: f64) -> String {
-    if y < 0.005 { "reflector never woke".into() } else { format!("{:.1}×", x / y) }
+    match (x < 0.005, y < 0.005) {
+        (true, true) => "neither woke".into(),
+        (false, true) => "reflector never woke".into(),
+        _ => format!("{:.1}×", x / y),
+    }
 }
 
 fn table(s: &Settings, fig: &[Figures; 2], demo: (usize, f64, f64)) {

@@ -23,6 +23,8 @@ pub struct Pipeline {
     gauge_second: i64,
     events_since_gauges: usize,
     gauge_cost: usize,
+    /// An observation came since the last tick: the next tick has gauges to refresh or spans to hand over.
+    changed: bool,
 }
 
 impl Pipeline {
@@ -39,6 +41,7 @@ impl Pipeline {
             gauge_second: i64::MIN,
             events_since_gauges: 0,
             gauge_cost: 0,
+            changed: false,
         }
     }
 
@@ -68,6 +71,7 @@ impl Pipeline {
     /// The controller's Lease was observed at `now`; when the Lease moved to this pod, sends what was held back.
     pub fn lease(&mut self, now: Ts, lease: LeaseState) {
         let Some(follower) = self.follower.as_mut() else { return };
+        self.changed = true;
         let led = follower.leads();
         let held = follower.observe(now, lease);
         let leads = follower.leads();
@@ -88,6 +92,7 @@ impl Pipeline {
     }
 
     pub fn observe(&mut self, obs: Observation) {
+        self.changed = true;
         if let Some(input) = upstream::input(&obs, &self.upstream) {
             let facts = self.tracker.apply(input);
             self.dispatch(facts);
@@ -98,7 +103,15 @@ impl Pipeline {
     pub fn tick(&mut self, now: Ts) {
         let facts = self.tracker.tick(now);
         self.dispatch(facts);
+        self.telemetry.spans.tick();
         self.refresh_gauges(now);
+        self.changed = false;
+    }
+
+    /// Whether a tick at `now` could change anything: an observation came since the last one, or time alone
+    /// moves a verdict or a gauge. Otherwise ticking can wait for the next observation.
+    pub fn wants_tick(&self, now: Ts) -> bool {
+        self.changed || self.tracker.time_driven(now)
     }
 
     /// A replay's clock, before each event: verdicts settle at once (cheap, timer-driven), but the gauges,

@@ -11,7 +11,7 @@ use opentelemetry_otlp::{RetryPolicy, WithExportConfig as _, WithHttpConfig as _
 use opentelemetry_sdk::{
     Resource,
     metrics::{Instrument, SdkMeterProvider, Stream},
-    trace::{BatchConfigBuilder, BatchSpanProcessor, SpanExporter as _},
+    trace::SpanExporter as _,
 };
 use tracing::{info, warn};
 
@@ -22,9 +22,6 @@ use crate::sink::{
 };
 
 pub const DEFAULT_SERVICE_NAME: &str = "agentrun-lifecycle-exporter";
-/// The processor's queue only bridges its 1 s schedule to the retry buffer, which takes each batch at once
-/// and holds spans through an outage; 65,536 spans is far above a second of any cluster's spans.
-const SPAN_QUEUE: usize = 65_536;
 /// Namespaces the metrics are sized for by default (`--max-namespaces`).
 pub const DEFAULT_MAX_NAMESPACES: usize = 1000;
 
@@ -145,19 +142,15 @@ pub fn init(
             exporter.set_resource(&resource);
             let buffer = BufferedExporter::start(exporter, settings.buffer.clone(), stats.clone())
                 .map_err(TelemetryError::Thread)?;
-            let config = BatchConfigBuilder::default()
-                .with_max_queue_size(SPAN_QUEUE)
-                .with_max_export_batch_size(512)
-                .with_scheduled_delay(Duration::from_secs(1))
-                .build();
-            let processor = BatchSpanProcessor::builder(buffer.clone()).with_batch_config(config).build();
             info!(
                 protocol = %protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
                 buffer_bytes = settings.buffer.max_bytes,
                 buffer_max_age = ?settings.buffer.max_age,
                 "exporting traces over OTLP"
             );
-            SpanOutput::Processor { processor: Box::new(processor), buffer, capacity: SPAN_QUEUE as u64 }
+            // The sink hands the buffer its spans in batches itself: no SDK batch processor, whose queue
+            // (allocated whole up front) and thread only bridged to the buffer.
+            SpanOutput::Buffer(buffer)
         }
         "console" => SpanOutput::Console(ConsoleView::new(console)),
         "none" => SpanOutput::None,

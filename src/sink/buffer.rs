@@ -1,8 +1,8 @@
-//! A bounded retry buffer between the batch span processor and the OTLP exporter.
+//! A bounded retry buffer between the span sink and the OTLP exporter.
 //!
-//! The SDK's `BatchSpanProcessor` calls `export` on its own thread and waits for the result; the OTLP
-//! exporter alone retries a batch for about 2 s and then it is gone. [`BufferedExporter`] takes its place:
-//! `export` only stores the batch and returns, and a worker thread sends the stored batches oldest first,
+//! The OTLP exporter alone retries a batch for about 2 s and then it is gone. [`BufferedExporter`] takes
+//! its place: the span sink hands it batches ([`BufferedExporter::hand_over`]; `export`, for an SDK span
+//! processor, does the same), which it only stores, and a worker thread sends the stored batches oldest first,
 //! one attempt at a time, each bounded by a timeout, backing off exponentially (with jitter) while the
 //! backend fails. The buffer is bounded by bytes (the oldest spans are evicted for a new batch) and by age
 //! (older batches expire). Every span that leaves it other than by a successful export is counted in
@@ -234,6 +234,11 @@ impl BufferedExporter {
         Ok(BufferedExporter { shared })
     }
 
+    /// Takes a batch of finished spans (never waits on the network).
+    pub fn hand_over(&self, spans: Vec<SpanData>) {
+        self.shared.accept(spans);
+    }
+
     /// Sends what is held until done or `shutdown_timeout`; what is left then is counted as dropped.
     /// Blocking. Idempotent.
     pub fn close(&self) {
@@ -297,36 +302,38 @@ fn rejected(e: &OTelSdkError) -> bool {
         || m.ends_with("status code: 413")
 }
 
+/// Wakes the thread that polls an export future (the worker): a `Waker` without an executor.
+struct Unpark(thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// One export attempt, bounded by `timeout` even if the exporter's own timeout does not fire. The export
-/// future is polled on this thread, as the batch processor does; a timer thread wakes it at the deadline.
+/// future is polled on this thread, as the batch processor does, which parks between polls until woken or
+/// until the deadline (no timer thread per attempt).
 fn attempt<E: SpanExporter>(inner: &E, spans: Vec<SpanData>, timeout: Duration) -> Attempt {
     let deadline = Instant::now() + timeout;
-    let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
     let mut export = pin!(inner.export(spans));
-    let waker_slot: Arc<Mutex<Option<std::task::Waker>>> = Arc::default();
-    let slot = waker_slot.clone();
-    let timer = thread::Builder::new().name("span-export-timer".into()).spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout)
-            && let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            w.wake();
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let result = loop {
+        if let Poll::Ready(r) = export.as_mut().poll(&mut cx) {
+            break Some(r);
         }
-    });
-    let result = futures::executor::block_on(std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = export.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
+        let now = Instant::now();
+        if now >= deadline {
+            break None;
         }
-        if Instant::now() >= deadline {
-            return Poll::Ready(None);
-        }
-        *waker_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-        // The deadline may have passed between the check and storing the waker.
-        if Instant::now() >= deadline { Poll::Ready(None) } else { Poll::Pending }
-    }));
-    drop(cancel);
-    if let Ok(t) = timer {
-        let _ = t.join();
-    }
+        // Returns when woken (or spuriously: polling again is harmless) or at the deadline.
+        thread::park_timeout(deadline - now);
+    };
     match result {
         Some(Ok(())) => Attempt::Sent,
         Some(Err(e)) if rejected(&e) => Attempt::Rejected,

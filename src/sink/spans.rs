@@ -1,6 +1,6 @@
 //! Facts → finished spans. The current opentelemetry-rust API cannot set ids or end times on a span
-//! builder, so each span is built as `SpanData` (deterministic ids, object-derived times) and handed to a
-//! span processor, which batches it to the configured exporter.
+//! builder, so each span is built as `SpanData` (deterministic ids, object-derived times) and handed, in
+//! batches, to the retry buffer in front of the configured exporter.
 
 use std::{
     borrow::Cow,
@@ -17,7 +17,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{
     error::OTelSdkResult,
-    trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor},
+    trace::{SpanData, SpanEvents, SpanLinks},
 };
 
 use super::buffer::BufferedExporter;
@@ -396,7 +396,8 @@ pub fn spans_of(fact: &Fact, scope: &InstrumentationScope) -> Vec<SpanData> {
 /// Why a span was lost (the `reason` label of `agentrun_exporter_spans_dropped_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// The batch processor's queue was full (more than its capacity waiting for the buffer).
+    /// Kept at zero: spans go straight from the pipeline to the retry buffer, through no queue that could
+    /// fill (an SDK batch processor's queue did before); the series stays for dashboards and alerts.
     QueueFull,
     /// The retry buffer was full: the oldest spans made room for new ones.
     Evicted,
@@ -453,7 +454,7 @@ impl ExportFailure {
 #[derive(Debug, Default)]
 pub struct SpanStats {
     pub submitted: AtomicU64,
-    /// Handed by the batch processor to the retry buffer.
+    /// Handed to the retry buffer.
     pub buffered: AtomicU64,
     pub exported: AtomicU64,
     /// All reasons together.
@@ -484,14 +485,14 @@ impl SpanStats {
     }
 }
 
+/// Spans handed to the retry buffer at once: the OTLP request size the SDK's batch processor used.
+pub const BATCH_SPANS: usize = 512;
+
 /// Where finished spans go.
 pub enum SpanOutput {
-    /// A batch processor over the retry buffer; `capacity` is the processor's queue size.
-    Processor {
-        processor: Box<dyn SpanProcessor>,
-        buffer: BufferedExporter,
-        capacity: u64,
-    },
+    /// The retry buffer in front of the OTLP exporter, fed in batches of [`BATCH_SPANS`] spans or of one tick
+    /// (a second in `watch`), whichever is smaller.
+    Buffer(BufferedExporter),
     /// The compact console view of finished traces.
     Console(ConsoleView),
     None,
@@ -501,12 +502,14 @@ pub struct SpanSink {
     output: SpanOutput,
     stats: Arc<SpanStats>,
     scope: InstrumentationScope,
+    /// Spans built since the last handover to the buffer.
+    batch: Vec<SpanData>,
 }
 
 impl SpanSink {
     pub fn new(output: SpanOutput, stats: Arc<SpanStats>) -> Self {
         let scope = InstrumentationScope::builder(SCOPE_NAME).with_version(env!("CARGO_PKG_VERSION")).build();
-        SpanSink { output, stats, scope }
+        SpanSink { output, stats, scope, batch: Vec::new() }
     }
 
     pub fn stats(&self) -> Arc<SpanStats> {
@@ -525,25 +528,24 @@ impl SpanSink {
         }
     }
 
-    /// Spans handed to the processor and not yet taken by the retry buffer.
-    fn in_processor(stats: &SpanStats) -> u64 {
-        stats.submitted.load(Ordering::Relaxed)
-            - stats.buffered.load(Ordering::Relaxed)
-            - stats.dropped(DropReason::QueueFull)
+    /// Hands the spans built since the last call to the buffer (the pipeline calls it on each tick).
+    pub fn tick(&mut self) {
+        if let SpanOutput::Buffer(buffer) = &self.output
+            && !self.batch.is_empty()
+        {
+            buffer.hand_over(std::mem::take(&mut self.batch));
+        }
     }
 
     fn submit(&mut self, span: SpanData) {
         let stats = &self.stats;
         match &mut self.output {
-            SpanOutput::Processor { processor, capacity, .. } => {
-                // The batch processor drops silently when its queue is full; refuse (and count) before that.
-                let queued = Self::in_processor(stats);
+            SpanOutput::Buffer(buffer) => {
                 stats.submitted.fetch_add(1, Ordering::Relaxed);
-                if queued >= *capacity {
-                    stats.drop_spans(DropReason::QueueFull, 1);
-                    return;
+                self.batch.push(span);
+                if self.batch.len() >= BATCH_SPANS {
+                    buffer.hand_over(std::mem::take(&mut self.batch));
                 }
-                processor.on_end(span);
             }
             SpanOutput::Console(view) => {
                 stats.submitted.fetch_add(1, Ordering::Relaxed);
@@ -554,21 +556,14 @@ impl SpanSink {
         }
     }
 
-    /// Hands what the processor holds to the retry buffer, sends what the buffer holds (bounded by its
-    /// shutdown timeout) and stops. Every span not exported by then is counted as dropped.
+    /// Hands what is left to the retry buffer, sends what the buffer holds (bounded by its shutdown timeout)
+    /// and stops. Every span not exported by then is counted as dropped.
     pub fn shutdown(&mut self) -> OTelSdkResult {
+        self.tick();
         match &mut self.output {
-            SpanOutput::Processor { processor, buffer, .. } => {
-                let flushed = processor.force_flush();
+            SpanOutput::Buffer(buffer) => {
                 buffer.close();
-                let stopped = processor.shutdown();
-                // Spans the processor never handed over (a failed flush) are lost too: count them.
-                let stuck = Self::in_processor(&self.stats);
-                if stuck > 0 {
-                    self.stats.buffered.fetch_add(stuck, Ordering::Relaxed);
-                    self.stats.drop_spans(DropReason::Shutdown, stuck);
-                }
-                flushed.and(stopped)
+                Ok(())
             }
             SpanOutput::Console(view) => {
                 view.flush_all();

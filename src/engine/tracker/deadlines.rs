@@ -30,6 +30,11 @@ impl Deadlines {
         Some(entry.remove())
     }
 
+    /// The earliest deadline.
+    pub fn first(&self) -> Option<Ts> {
+        self.queue.keys().next().copied()
+    }
+
     /// The last deadline, to settle everything at the end of a replay.
     pub fn last(&self) -> Option<Ts> {
         self.queue.keys().next_back().copied()
@@ -49,6 +54,7 @@ mod tests {
         d.schedule(Ts(10), &b);
         d.schedule(Ts(10), &b);
         assert_eq!(d.last(), Some(Ts(20)));
+        assert_eq!(d.first(), Some(Ts(10)));
         assert_eq!(d.pop_due(Ts(5)), None);
         assert_eq!(d.pop_due(Ts(15)), Some(vec![b]));
         assert_eq!(d.pop_due(Ts(15)), None);

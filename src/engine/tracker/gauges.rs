@@ -47,6 +47,10 @@ impl<K: Ord + Copy> Counts<K> {
         self.counts.first_key_value().map(|(k, _)| *k)
     }
 
+    fn last(&self) -> Option<K> {
+        self.counts.last_key_value().map(|(k, _)| *k)
+    }
+
     /// How many values lie before `k` (the jobs-without-TTL set is an anomaly, so this stays short).
     fn count_before(&self, k: K) -> u64 {
         self.counts.range(..k).map(|(_, n)| u64::from(*n)).sum()
@@ -98,6 +102,14 @@ impl GaugeIndex {
 
     pub fn replace_retention(&mut self, old: Option<i64>, new: Option<i64>) {
         self.retention.replace(old, new);
+    }
+
+    /// Whether a value read at a later time could differ from one read at `now` with nothing else changing:
+    /// an age or margin is running, or a collected Job without a TTL has yet to start counting.
+    pub fn time_driven(&self, now: Ts) -> bool {
+        self.awaiting.len > 0
+            || self.margin_deadline.len > 0
+            || self.without_ttl_from.last().is_some_and(|t| t > now)
     }
 
     pub fn read(&self, cfg: &TrackerConfig, now: Ts, present: bool) -> Option<NamespaceGauges> {

@@ -162,6 +162,12 @@ impl Tracker {
         std::mem::take(&mut self.out)
     }
 
+    /// Whether time alone, with no update, can still change something: a deadline is pending, or a gauge
+    /// depends on the time it is read at. When it cannot, a caller may stop ticking until the next update.
+    pub fn time_driven(&self, now: Ts) -> bool {
+        self.deadlines.first().is_some() || self.namespaces.values().any(|ns| ns.gauges.time_driven(now))
+    }
+
     /// Settles every pending verdict as if all waits had elapsed (end of a replay or a demo).
     pub fn flush(&mut self) -> Vec<Emitted> {
         let far = self.deadlines.last().unwrap_or(self.now).max(self.now);
@@ -182,7 +188,22 @@ impl Tracker {
     /// The object's namespace key; the object counts as seen by any relist of its scope in progress.
     fn noted(&mut self, kind: Kind, id: &ObjectId) -> Arc<str> {
         let ns = self.namespace_key(&id.namespace);
-        self.relists.note(kind, &ns, &id.uid);
+        if self.relists.open(kind, &ns) {
+            // A relist holds every uid it lists: share the tracked object's key rather than copy it.
+            let namespace = &self.namespaces[&ns];
+            let uid = id.uid.as_str();
+            let tracked = match kind {
+                Kind::AgentRun => namespace
+                    .runs
+                    .get_key_value(uid)
+                    .map(|(k, _)| k)
+                    .or_else(|| namespace.done.get_key_value(uid).map(|(k, _)| k)),
+                Kind::Job => namespace.jobs.get_key_value(uid).map(|(k, _)| k),
+                Kind::Pod => namespace.pods.get_key_value(uid).map(|(k, _)| k),
+            };
+            let uid = tracked.cloned().unwrap_or_else(|| uid.into());
+            self.relists.note(kind, &ns, uid);
+        }
         ns
     }
 

@@ -23,14 +23,17 @@ impl Relists {
         self.open.insert((kind, scope), HashSet::new());
     }
 
+    /// Whether a relist of `kind` whose scope holds `namespace` is open.
+    pub fn open(&self, kind: Kind, namespace: &Arc<str>) -> bool {
+        !self.open.is_empty()
+            && self.open.keys().any(|(k, scope)| *k == kind && scope.as_ref().is_none_or(|s| s == namespace))
+    }
+
     /// An object of `kind` in `namespace` was listed (or watched) while a relist of its scope is open.
-    pub fn note(&mut self, kind: Kind, namespace: &Arc<str>, uid: &str) {
-        if self.open.is_empty() {
-            return;
-        }
+    pub fn note(&mut self, kind: Kind, namespace: &Arc<str>, uid: Arc<str>) {
         for ((k, scope), seen) in self.open.iter_mut() {
             if *k == kind && scope.as_ref().is_none_or(|s| s == namespace) {
-                seen.insert(uid.into());
+                seen.insert(uid.clone());
             }
         }
     }
