@@ -52,7 +52,8 @@ else
   skip=(--skip s12_)
 fi
 echo "e2e: scenarios"
-cargo test --test e2e -- --ignored --test-threads=1 "${skip[@]}" || status=1
+# --show-output: the scenarios print their timings (failover, readiness, memory).
+cargo test --test e2e -- --ignored --test-threads=1 --show-output "${skip[@]}" || status=1
 
 echo "e2e: every dashboard panel returns data from the test bed's Prometheus"
 dashboards/test.sh --prometheus "$PROMETHEUS_URL" --lookback 15m --step 1 --rate-interval 10s || status=1
