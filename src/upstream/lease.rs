@@ -16,13 +16,13 @@ pub struct LeaderElection {
 
 pub const DEFAULT_LEASE_NAME: &str = "agents-controller-leader";
 
-/// `normalizeEnvValue`: trimmed, empty is unset.
-fn normalized(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+/// `readAgentsEnv` (`normalizeEnvValue`): trimmed, empty is unset.
+pub fn normalized(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// `parseBooleanEnv`: the words upstream accepts, anything else is the fallback.
-fn boolean(value: Option<String>, fallback: bool) -> bool {
+pub fn boolean(value: Option<String>, fallback: bool) -> bool {
     match value.map(|v| v.to_lowercase()).as_deref() {
         Some("1" | "true" | "yes" | "y" | "on" | "enabled") => true,
         Some("0" | "false" | "no" | "n" | "off" | "disabled") => false,

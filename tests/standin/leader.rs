@@ -33,6 +33,8 @@
 
 use std::time::Duration;
 
+use agentrun_lifecycle_exporter::upstream::lease::{self, boolean as parse_bool, holder, normalized};
+
 use jiff::Timestamp;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -45,7 +47,6 @@ use kube::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-const DEFAULT_LEASE_NAME: &str = "agents-controller-leader";
 const DEFAULT_DURATION: i64 = 30;
 const DEFAULT_RENEW_DEADLINE: i64 = 20;
 const DEFAULT_RETRY_PERIOD: i64 = 5;
@@ -61,20 +62,6 @@ pub struct Settings {
     pub renew_deadline_seconds: i64,
     pub retry_period_seconds: i64,
     pub identity: String,
-}
-
-/// `normalizeEnvValue`: trimmed, blank → unset.
-fn normalized(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
-    env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
-/// `parseBooleanEnv`.
-fn parse_bool(value: Option<String>, fallback: bool) -> bool {
-    match value.map(|v| v.to_lowercase()).as_deref() {
-        Some("1" | "true" | "yes" | "y" | "on" | "enabled") => true,
-        Some("0" | "false" | "no" | "n" | "off" | "disabled") => false,
-        _ => fallback,
-    }
 }
 
 /// `parsePositiveIntEnv`: `Number.parseInt(v, 10)`, below 1 or not a number → the fallback.
@@ -138,21 +125,20 @@ impl Settings {
         ]
         .iter()
         .any(|k| parse_bool(normalized(&env, k), true));
-        let pod_namespace = normalized(&env, "AGENTS_POD_NAMESPACE")
-            .or_else(|| normalized(&env, "POD_NAMESPACE"))
-            .unwrap_or_else(|| "default".into());
-        let pod_name = normalized(&env, "HOSTNAME").unwrap_or_else(|| "unknown".into());
-        let identity = match normalized(&env, "AGENTS_POD_UID") {
-            Some(uid) => format!("{pod_name}_{uid}"),
-            None => format!("{pod_name}_{}", random_uuid()),
-        };
+        // Where and under which identity: read as the exporter's sidecar reads them, so the two agree.
+        let election = lease::leader_election(&|k| match k {
+            "AGENTS_LEADER_ELECTION_ENABLED" => None,
+            _ => env(k),
+        })
+        .expect("enabled when the variable is unset");
+        let identity = election.identity.unwrap_or_else(|| {
+            format!("{}_{}", normalized(&env, "HOSTNAME").unwrap_or_else(|| "unknown".into()), random_uuid())
+        });
         Settings {
             enabled: parse_bool(normalized(&env, "AGENTS_LEADER_ELECTION_ENABLED"), true),
             required: !test_env && workload,
-            lease_name: normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_NAME")
-                .unwrap_or_else(|| DEFAULT_LEASE_NAME.into()),
-            lease_namespace: normalized(&env, "AGENTS_LEADER_ELECTION_LEASE_NAMESPACE")
-                .unwrap_or(pod_namespace),
+            lease_name: election.name,
+            lease_namespace: election.namespace,
             lease_duration_seconds: duration,
             renew_deadline_seconds: renew,
             retry_period_seconds: retry,
@@ -179,10 +165,6 @@ pub fn expired(lease: &Lease, now: Timestamp, duration_seconds: i64) -> bool {
                 > duration_seconds * 1000 + EXPIRY_SAFETY_MARGIN_MS
         }
     }
-}
-
-fn holder(lease: &Lease) -> String {
-    lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).unwrap_or_default().trim().to_string()
 }
 
 pub struct Election {
