@@ -73,19 +73,8 @@ mkdir -p "$work/app/usr/local/bin"
 install -m 0755 "$binary" "$work/app/usr/local/bin/standin-controller"
 chmod 0755 "$work/app" "$work/app/usr" "$work/app/usr/local" "$work/app/usr/local/bin"
 
-# Layer tars as build.sh writes them: sorted, every time SOURCE_DATE_EPOCH, owned by root but /home/nonroot.
-layer_tar() {
-  local dir=$1 tarball=$2
-  local tar_opts=(--format=posix "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"
-    --mtime="@$SOURCE_DATE_EPOCH" --sort=name --numeric-owner)
-  mapfile -t top < <(cd "$dir" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
-  tar -C "$dir" "${tar_opts[@]}" --owner=0 --group=0 --exclude=./home/nonroot --exclude=home/nonroot \
-    -cf "$tarball" "${top[@]}"
-  if [[ -d $dir/home/nonroot ]]; then
-    mapfile -t home < <(cd "$dir" && find home/nonroot | sort)
-    tar -C "$dir" "${tar_opts[@]}" --owner=65532 --group=65532 --no-recursion -rf "$tarball" "${home[@]}"
-  fi
-}
+# shellcheck source=deploy/image/lib.sh
+source "$root/deploy/image/lib.sh"
 layer_tar "$work/base" "$work/base.tar"
 layer_tar "$work/app" "$work/app.tar"
 
