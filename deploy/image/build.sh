@@ -131,24 +131,7 @@ done
 umoci config --image "$layout:$app_version" "${config_args[@]}"
 umoci gc --layout "$layout"
 
-# The full reference for containerd and Docker (`ctr images import`, `docker load`), beside the OCI tag name; and a
-# Docker-style manifest.json so that older `docker load` takes the archive too.
-jq -c --arg ref "$ref" '.manifests[0].annotations["io.containerd.image.name"] = $ref' "$layout/index.json" \
-  >"$work/index.json"
-mv "$work/index.json" "$layout/index.json"
-manifest_digest=$(jq -r '.manifests[0].digest' "$layout/index.json")
-manifest=$layout/blobs/sha256/${manifest_digest#sha256:}
-jq -c --arg ref "$ref" '[{Config: ("blobs/sha256/" + (.config.digest | ltrimstr("sha256:"))), RepoTags: [$ref],
-  Layers: [.layers[].digest | "blobs/sha256/" + ltrimstr("sha256:")]}]' "$manifest" >"$layout/manifest.json"
-find "$layout" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-find "$layout" -type d -exec chmod 0755 {} +
-find "$layout" -type f -exec chmod 0644 {} +
-
-tmp_out=$out.tmp.$$
-mapfile -t entries < <(cd "$layout" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort)
-tar -C "$layout" --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-  --mtime="@$SOURCE_DATE_EPOCH" --sort=name --owner=0 --group=0 --numeric-owner -cf "$tmp_out" "${entries[@]}"
-mv "$tmp_out" "$out"
+write_archive "$layout" "$ref" "$out"
 
 compressed=$(jq '[.layers[].size] | add' "$manifest")
 uncompressed=$(($(stat -c %s "$work/base.tar") + $(stat -c %s "$work/app.tar")))
