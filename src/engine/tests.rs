@@ -1146,3 +1146,31 @@ fn step_and_root_spans_do_not_depend_on_which_list_came_first() {
     }
     assert_eq!(seen[0], seen[1], "the same spans whichever list came first");
 }
+
+/// A workflow run found already finished with its Jobs gone (an exporter started after them): its steps cannot
+/// start where the process that saw the Jobs started them, so they are not sent again; the root is.
+#[test]
+fn steps_of_a_run_found_finished_without_its_jobs_are_not_sent_again() {
+    let mut h = Harness::with(TrackerConfig { count_since: t(500.0), ..TrackerConfig::default() });
+    let spec = RunSpec::workflow("agents", "wf", "run-r", &["plan", "implement"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    upstream::workflow_pending(&mut run, &["plan", "implement"]);
+    let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
+    upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
+    upstream::job_finished(&mut j1, false, t(20.0));
+    let mut j2 = step_job(&run, "j2", 2, 1, 20.5);
+    upstream::step_collected(&mut run, 1, "plan", &j1, false, t(21.0));
+    upstream::step_running(&mut run, 2, "implement", 1, &j2, t(21.0));
+    upstream::job_finished(&mut j2, false, t(40.0));
+    upstream::step_collected(&mut run, 2, "implement", &j2, false, t(41.0));
+    upstream::workflow_finished(&mut run, false, t(41.0));
+    for kind in [Kind::Job, Kind::Pod] {
+        h.change(500.0, Change::RelistBegin { kind, namespace: None });
+    }
+    h.up(500.1, run);
+    h.change(500.2, Change::RelistEnd { kind: Kind::Job, namespace: None });
+    h.change(500.3, Change::RelistEnd { kind: Kind::Pod, namespace: None });
+    h.tick(600.0);
+    assert_eq!(h.count(|f| matches!(f, Fact::StepFinished { .. })), 0);
+    assert_eq!(h.roots().len(), 1);
+}

@@ -175,12 +175,25 @@ impl Namespace {
             .filter_map(|u| self.jobs.get(u))
             .filter_map(|j| Some((j.info.step.as_ref()?.index, j.submit_start?)))
             .collect();
+        let steps_with_jobs: Vec<u32> = run
+            .jobs
+            .iter()
+            .filter_map(|u| self.jobs.get(u))
+            .filter_map(|j| Some(j.info.step.as_ref()?.index))
+            .collect();
         let Some(run) = self.runs.get_mut(run_uid) else { return };
         let (info, created, export) = (run.info.clone(), run.created.at, run.export);
+        // Found already finished (after a restart): a step none of whose Jobs is left cannot start where the
+        // process that saw them started it; that one sent it, and a different copy must not follow.
+        let found_finished = !run.seen_nonterminal;
         for step in run.steps.iter_mut().filter(|s| !s.emitted) {
             let Some(terminal) = step.terminal else { continue };
             // A step starts at its first submit, or its own startedAt if earlier.
             let first_job = submit_starts.iter().filter(|(i, _)| *i == step.index).map(|(_, t)| *t).min();
+            if found_finished && !steps_with_jobs.contains(&step.index) {
+                step.emitted = true;
+                continue;
+            }
             let start_at = match (step.first_started, first_job) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(terminal.at.at),
