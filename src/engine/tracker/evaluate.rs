@@ -40,7 +40,8 @@ enum Verdict {
 impl Namespace {
     pub fn evaluate(&mut self, run_uid: &str, ctx: &mut Ctx, listing: bool) {
         let Some(run) = self.runs.get(run_uid) else { return };
-        for job_uid in run.jobs.clone() {
+        let jobs: Vec<Arc<str>> = run.jobs.to_vec();
+        for job_uid in jobs {
             self.evaluate_job(run_uid, &job_uid, ctx);
         }
         // Step and root spans carry what the run's Jobs tell (the provider, the steps' first submits): while its
@@ -50,7 +51,8 @@ impl Namespace {
             self.evaluate_root(run_uid, ctx);
         }
         if let Some(run) = self.runs.get(run_uid) {
-            for job_uid in run.jobs.clone() {
+            let jobs: Vec<Arc<str>> = run.jobs.to_vec();
+            for job_uid in jobs {
                 self.refresh_job_gauge(&job_uid, ctx.cfg);
             }
             self.refresh_run_gauge(run_uid);
@@ -138,7 +140,7 @@ impl Namespace {
                 Verdict::Nothing => {}
             }
         }
-        let pods = job.pods.clone();
+        let pods = job.pods.to_vec();
         // Pods start inside the Job's `job.run`, whose start is fixed once it has a start time, or once the span
         // was emitted without one (finished or deleted first).
         let job_started = if job.emitted.has(Flags::PENDING) {
@@ -433,11 +435,12 @@ fn gone(job: &mut JobTrack, run: &RunView, ctx: &Ctx) -> Verdict {
     if job.emitted.has(Flags::GONE) {
         return Verdict::Nothing;
     }
-    let Some(deleted) = job.deletion else { return Verdict::Nothing };
+    let Some(deletion) = job.deletion.as_deref().copied() else { return Verdict::Nothing };
+    let deleted = deletion.at;
     let finished = job.clamped.finished;
     let collected_ok = run.consumption.as_ref().is_some_and(|c| !c.missing())
         || job.ttl.is_some_and(|t| t.applied == TtlApplied::AfterCollection);
-    let wait_until = job.deletion_noticed.unwrap_or(ctx.now).add_millis(ctx.cfg.settle_ms);
+    let wait_until = deletion.noticed.add_millis(ctx.cfg.settle_ms);
     // Also for the consuming write a TTL patch proves (its margin goes on this fact): it may still be on its way.
     let consumption_pending = run.consumption.is_none() && finished.is_some();
     if (!collected_ok || consumption_pending) && run.deleted.is_none() && ctx.now < wait_until {

@@ -79,9 +79,43 @@ pub(super) struct GaugeIndex {
 pub(super) struct JobGauge {
     with_run: bool,
     ttl: Option<i64>,
-    awaiting: Option<Ts>,
-    margin_deadline: Option<Ts>,
-    without_ttl_from: Option<Ts>,
+    finished: FinishedGauge,
+}
+
+/// What a finished Job contributes: awaiting collection (with its margin deadline when it has a TTL), or
+/// collected without a TTL (counted from then on); never both.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum FinishedGauge {
+    #[default]
+    None,
+    Awaiting {
+        finished: Ts,
+        margin_deadline: Option<Ts>,
+    },
+    WithoutTtlFrom(Ts),
+}
+
+impl JobGauge {
+    fn awaiting(self) -> Option<Ts> {
+        match self.finished {
+            FinishedGauge::Awaiting { finished, .. } => Some(finished),
+            _ => None,
+        }
+    }
+
+    fn margin_deadline(self) -> Option<Ts> {
+        match self.finished {
+            FinishedGauge::Awaiting { margin_deadline, .. } => margin_deadline,
+            _ => None,
+        }
+    }
+
+    fn without_ttl_from(self) -> Option<Ts> {
+        match self.finished {
+            FinishedGauge::WithoutTtlFrom(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 impl GaugeIndex {
@@ -95,9 +129,9 @@ impl GaugeIndex {
             _ => {}
         }
         self.job_ttl.replace(old.ttl, new.ttl);
-        self.awaiting.replace(old.awaiting, new.awaiting);
-        self.margin_deadline.replace(old.margin_deadline, new.margin_deadline);
-        self.without_ttl_from.replace(old.without_ttl_from, new.without_ttl_from);
+        self.awaiting.replace(old.awaiting(), new.awaiting());
+        self.margin_deadline.replace(old.margin_deadline(), new.margin_deadline());
+        self.without_ttl_from.replace(old.without_ttl_from(), new.without_ttl_from());
     }
 
     pub fn replace_retention(&mut self, old: Option<i64>, new: Option<i64>) {
@@ -142,12 +176,14 @@ fn job_gauge(job: &JobTrack, run: Option<&Run>, cfg: &TrackerConfig) -> JobGauge
     match run.consumption_of(name_key(&job.info.name)) {
         Some(c) if c.kind == ConsumptionKind::Collected && job.ttl.is_none() && run.job_ttl.is_some() => {
             // Counted once `now - collection > grace`.
-            g.without_ttl_from = Some(c.at.at.add_millis(cfg.ttl_grace_ms));
+            g.finished = FinishedGauge::WithoutTtlFrom(c.at.at.add_millis(cfg.ttl_grace_ms));
         }
         Some(_) => {}
         None if run.terminal.is_none() && !run.gone => {
-            g.awaiting = Some(finish.at);
-            g.margin_deadline = effective_ttl.map(|t| finish.at.add_secs(t));
+            g.finished = FinishedGauge::Awaiting {
+                finished: finish.at,
+                margin_deadline: effective_ttl.map(|t| finish.at.add_secs(t)),
+            };
         }
         None => {}
     }

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{Ctx, Strings, gauges::GaugeIndex, state::*};
+use super::{Ctx, Strings, gauges::GaugeIndex, small::Small, state::*};
 use crate::engine::{
     facts::{Fact, JobInfo, PodInfo, RunInfo, Ttl, TtlApplied},
     ids::name_key,
@@ -139,7 +139,8 @@ impl Namespace {
         // Jobs whose names do not tell their attempt (hashed) learn it from the status that names them.
         let attempts: Vec<(u64, u32)> =
             run.referenced.iter().filter_map(|r| Some((r.job, r.attempt?))).collect();
-        for job_uid in run.jobs.clone() {
+        let jobs: Vec<Arc<str>> = run.jobs.to_vec();
+        for job_uid in jobs {
             let Some(job) = self.jobs.get_mut(&job_uid) else { continue };
             let key = name_key(&job.info.name);
             if let (true, Some((_, attempt))) =
@@ -160,8 +161,18 @@ impl Namespace {
         waiting.extend(self.waiting_jobs.remove(&RunKey::Name(run_name.into())).unwrap_or_default());
         let mut adopted: Vec<(HistoryEntry, Arc<str>)> = Vec::new();
         let mut labels = Vec::new();
+        let shared = self.runs.get(run_uid).map(|r| (r.info.uid.clone(), r.info.name.clone()));
         for uid in waiting {
             if let Some(job) = self.jobs.get_mut(&uid) {
+                // The run's own copies of its uid and name, instead of the Job's, which are then freed.
+                if let Some((shared_uid, shared_name)) = &shared {
+                    if job.run_uid.as_deref() == Some(&**shared_uid) {
+                        job.run_uid = Some(shared_uid.clone());
+                    }
+                    if *job.run_name == **shared_name {
+                        job.run_name = shared_name.clone();
+                    }
+                }
                 let entry = HistoryEntry {
                     step: job.info.step.clone(),
                     job: name_key(&job.info.name),
@@ -178,7 +189,7 @@ impl Namespace {
             }
             for (entry, uid) in adopted {
                 if !run.jobs.contains(&uid) {
-                    push_small(&mut run.jobs, uid);
+                    run.jobs.push(uid);
                 }
                 run.remember_job(entry.step, entry.job, entry.finished);
             }
@@ -235,10 +246,12 @@ impl Namespace {
         }
         let newly_finished = job.finish.is_none() && o.finish.is_some();
         if job.finish.is_none() {
-            job.finish = o.finish.as_ref().map(|f| Finish {
-                at: f.at,
-                failed: f.failed,
-                reason: f.reason.as_deref().map(|r| ctx.strings.shared(r)),
+            job.finish = o.finish.as_ref().map(|f| {
+                Box::new(Finish {
+                    at: f.at,
+                    failed: f.failed,
+                    reason: f.reason.as_deref().map(|r| ctx.strings.shared(r)),
+                })
             });
         }
         match (o.ttl, job.ttl) {
@@ -256,13 +269,11 @@ impl Namespace {
             (None, _) => job.seen_without_ttl = true,
         }
         if let Some(t) = o.deleting {
-            job.deletion.get_or_insert(Stamp::object(t));
-            job.deletion_noticed.get_or_insert(now);
+            job.deletion.get_or_insert_with(|| Box::new(Deletion { at: Stamp::object(t), noticed: now }));
         }
         if o.gone {
             job.gone = true;
-            job.deletion.get_or_insert(Stamp::observed(now));
-            job.deletion_noticed.get_or_insert(now);
+            job.deletion.get_or_insert_with(|| Box::new(Deletion { at: Stamp::observed(now), noticed: now }));
         }
         if newly_finished && let Some(run_uid) = run_uid.as_ref() {
             let (step, key, fin) = (job.info.step.clone(), name_key(name), job.finish.as_ref().map(|f| f.at));
@@ -301,19 +312,26 @@ impl Namespace {
             attempt_unknown: o.step.is_some_and(|p| p.attempt.is_none()),
             first_seen: ctx.now,
             deletion: None,
-            deletion_noticed: None,
             gone: false,
             emitted: Flags::default(),
             submit_start: None,
             clamped: Clamped::default(),
-            pods: self.waiting_pods.remove(uid).unwrap_or_default(),
+            pods: self.waiting_pods.remove(uid).map(Small::from).unwrap_or_default(),
             labels: None,
             gauge: Default::default(),
         });
+        // Pods that came first share the Job's uid instead of their own copy of it.
+        for pod_uid in job.pods.iter() {
+            if let Some(pod) = self.pods.get_mut(pod_uid)
+                && *pod.job_uid == *uid_shared
+            {
+                pod.job_uid = uid_shared.clone();
+            }
+        }
         match self.resolve_run(owner_uid, &o.run.name).and_then(|r| self.runs.get_mut(&r)) {
             Some(run) => {
                 run.take_labels(labels);
-                push_small(&mut run.jobs, uid_shared.clone());
+                run.jobs.push(uid_shared.clone());
                 // A hashed name's attempt may already be in the status.
                 if job.attempt_unknown
                     && let Some(a) = run.reference_of(name_key(name)).and_then(|r| r.attempt)
@@ -348,8 +366,7 @@ impl Namespace {
         for uid in vanished {
             if let Some(job) = self.jobs.get_mut(&uid) {
                 job.gone = true;
-                job.deletion.get_or_insert(gap);
-                job.deletion_noticed.get_or_insert(gap.at);
+                job.deletion.get_or_insert_with(|| Box::new(Deletion { at: gap, noticed: gap.at }));
             }
             dirty.extend(self.run_of_job(&uid));
         }
@@ -384,7 +401,7 @@ impl Namespace {
                 }),
             );
             match self.jobs.get_mut(job_uid) {
-                Some(job) => push_small(&mut job.pods, uid_shared),
+                Some(job) => job.pods.push(uid_shared),
                 None => self.waiting_pods.entry(job_uid.into()).or_default().push(uid_shared),
             }
         }
@@ -396,11 +413,11 @@ impl Namespace {
         if pod.terminated.is_none()
             && let Some(t) = &o.terminated
         {
-            pod.terminated = Some(Termination {
+            pod.terminated = Some(Box::new(Termination {
                 at: t.at.unwrap_or(now),
                 exit_code: t.exit_code,
                 reason: t.reason.as_deref().map(|r| ctx.strings.shared(r)),
-            });
+            }));
         }
         if let Some(t) = o.deleting {
             pod.deleted.get_or_insert(Stamp::object(t));

@@ -15,6 +15,7 @@ mod evaluate;
 mod gauges;
 mod index;
 mod relist;
+mod small;
 mod state;
 mod status;
 

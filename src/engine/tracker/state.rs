@@ -7,7 +7,7 @@ use super::super::{
     model::Consumption as ConsumptionKind,
     time::{Stamp, Ts},
 };
-use super::gauges::JobGauge;
+use super::{gauges::JobGauge, small::Small};
 
 /// A status write that consumed a Job (collected it, found it missing, or gave up on it).
 #[derive(Clone, Debug)]
@@ -84,14 +84,17 @@ pub(super) struct Run {
     pub job_ttl: Option<i64>,
     pub seen_nonterminal: bool,
     /// Jobs the status named as running, so a later consumption of them is a transition we saw.
-    pub referenced: Vec<Reference>,
-    pub terminal: Option<RunTerminal>,
+    pub referenced: Small<Reference>,
+    /// Boxed: set only at the end of the run's life.
+    pub terminal: Option<Box<RunTerminal>>,
     pub missing: Vec<MissingEvent>,
+    /// A `Vec`, not a [`Small`]: a Job is consumed at the end of the run's life, and a `Small` of one would
+    /// make every run larger for the sake of that short time.
     pub consumed: Vec<Consumption>,
     pub steps: Vec<Step>,
-    pub history: Vec<HistoryEntry>,
+    pub history: Small<HistoryEntry>,
     /// Uids of the run's Jobs.
-    pub jobs: Vec<Arc<str>>,
+    pub jobs: Small<Arc<str>>,
     pub root_emitted: bool,
     /// When the root span was emitted (the run's lifecycle may complete a settle time after it).
     pub root_emitted_at: Option<Ts>,
@@ -111,13 +114,13 @@ impl Run {
             retention: None,
             job_ttl: None,
             seen_nonterminal: false,
-            referenced: Vec::new(),
+            referenced: Small::default(),
             terminal: None,
             missing: Vec::new(),
             consumed: Vec::new(),
             steps: Vec::new(),
-            history: Vec::new(),
-            jobs: Vec::new(),
+            history: Small::default(),
+            jobs: Small::default(),
             root_emitted: false,
             root_emitted_at: None,
             export,
@@ -140,7 +143,7 @@ impl Run {
                 e.step = step;
                 e.finished = e.finished.or(finished);
             }
-            None => push_small(&mut self.history, HistoryEntry { step, job, finished }),
+            None => self.history.push(HistoryEntry { step, job, finished }),
         }
         self.history.sort();
     }
@@ -210,7 +213,8 @@ pub(super) struct JobTrack {
     pub run_name: Arc<str>,
     pub created: Option<Ts>,
     pub started: Option<Ts>,
-    pub finish: Option<Finish>,
+    /// Boxed, like the other facts of a Job's end: a running Job has none of them.
+    pub finish: Option<Box<Finish>>,
     pub ttl: Option<Ttl>,
     pub seen_without_ttl: bool,
     /// First seen already finished and with a TTL (after a restart): whether the current controller patched
@@ -219,13 +223,12 @@ pub(super) struct JobTrack {
     /// The attempt is not in the Job's name (hashed): it comes from the run's status.
     pub attempt_unknown: bool,
     pub first_seen: Ts,
-    pub deletion: Option<Stamp>,
-    pub deletion_noticed: Option<Ts>,
+    pub deletion: Option<Box<Deletion>>,
     pub gone: bool,
     pub emitted: Flags,
     pub submit_start: Option<Ts>,
     pub clamped: Clamped,
-    pub pods: Vec<Arc<str>>,
+    pub pods: Small<Arc<str>>,
     /// The Job's provider and agent labels, held only until its run is known and takes them.
     pub labels: Option<Box<RunLabels>>,
     /// What the Job contributes to its namespace's gauges.
@@ -244,6 +247,13 @@ impl JobTrack {
     }
 }
 
+/// A Job's deletion: when it was deleted, and when the exporter noticed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Deletion {
+    pub at: Stamp,
+    pub noticed: Ts,
+}
+
 /// How a Pod's runner container ended.
 #[derive(Clone, Debug)]
 pub(super) struct Termination {
@@ -257,7 +267,8 @@ pub(super) struct PodTrack {
     pub info: PodInfo,
     pub job_uid: Arc<str>,
     pub created: Option<Ts>,
-    pub terminated: Option<Termination>,
+    /// Boxed: set only at the end of the Pod's life.
+    pub terminated: Option<Box<Termination>>,
     pub deleted: Option<Stamp>,
     pub emitted: bool,
 }
@@ -270,7 +281,7 @@ pub(super) struct DoneRun {
     pub retention: Option<i64>,
 }
 
-/// Pushes without the default growth to four elements: most runs have one Job and a Job one Pod.
+/// Pushes without the default growth to four elements: a run's Job is consumed once.
 pub(super) fn push_small<T>(v: &mut Vec<T>, x: T) {
     if v.len() == v.capacity() {
         v.reserve_exact(1);

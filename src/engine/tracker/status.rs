@@ -123,13 +123,13 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
     for (job, attempt) in references {
         match run.referenced.iter_mut().find(|r| r.job == job) {
             Some(r) => r.attempt = r.attempt.or(attempt),
-            None => push_small(&mut run.referenced, Reference { job, at: updated, attempt }),
+            None => run.referenced.push(Reference { job, at: updated, attempt }),
         }
     }
     match status.outcome {
         Some(o) if run.terminal.is_none() => {
             let at = write_time(run.seen_nonterminal, status.terminal_at);
-            run.terminal = Some(RunTerminal { outcome: o, at, reason, seen_at: now });
+            run.terminal = Some(Box::new(RunTerminal { outcome: o, at, reason, seen_at: now }));
         }
         Some(_) => {}
         None => {
