@@ -36,6 +36,8 @@ pub struct Follower {
     held: VecDeque<(Ts, Emitted)>,
     /// Held facts dropped over [`MAX_HELD`].
     dropped: u64,
+    /// The last identity seen holding the Lease.
+    last_holder: Option<String>,
 }
 
 impl Follower {
@@ -47,6 +49,7 @@ impl Follower {
             unsent_since: started,
             held: VecDeque::new(),
             dropped: 0,
+            last_holder: None,
         }
     }
 
@@ -109,6 +112,29 @@ impl Follower {
             LeaseState::Held(h) => *h != self.identity && (!h.is_empty() || prev_other_holder),
             _ => false,
         };
+        // The Lease went to another pod than the one that held it: that pod may have started after what this
+        // one holds (the pod that replaces a deleted leader), so this one sends the spans of it, identical to any
+        // copy the new holder sends; the counts are the new holder's.
+        let mut handed_on = Vec::new();
+        if let LeaseState::Held(h) = &lease
+            && !led
+            && !h.is_empty()
+            && *h != self.identity
+            && self.last_holder.as_ref().is_some_and(|last| last != h)
+        {
+            let since = self.unsent_since.add_millis(-OVERLAP_MS);
+            handed_on = self
+                .held
+                .iter()
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, e)| Emitted { counted: false, ..e.clone() })
+                .collect();
+        }
+        if let LeaseState::Held(h) = &lease
+            && !h.is_empty()
+        {
+            self.last_holder = Some(h.clone());
+        }
         if led || others_update {
             self.unsent_since = self.unsent_since.max(now);
         }
@@ -126,7 +152,7 @@ impl Follower {
         while self.held.front().is_some_and(|(at, _)| *at < since.add_millis(-OVERLAP_MS)) {
             self.held.pop_front();
         }
-        Vec::new()
+        handed_on
     }
 }
 
@@ -233,6 +259,21 @@ mod tests {
         us.observe(sec(300), held(""));
         us.gate(sec(400), vec![fact(2)]);
         assert_eq!(names(&us.observe(sec(500), held(US))), ["r2"]);
+    }
+
+    #[test]
+    fn when_the_lease_goes_to_a_third_pod_the_standby_sends_the_spans_of_the_gap() {
+        let mut us = Follower::new(US.into(), sec(0));
+        us.observe(sec(100), held(THEM));
+        us.gate(sec(150), vec![fact(1)]);
+        us.observe(sec(200), held(""));
+        us.gate(sec(205), vec![fact(2)]);
+        // The pod that replaced the old leader takes the Lease; it started after fact 2.
+        let sent = us.observe(sec(210), held("agents-c_uid-c"));
+        assert_eq!(names(&sent), ["r2"]);
+        assert_eq!(counted(&sent), [false], "spans only: the counts are the new holder's");
+        assert!(!us.leads());
+        assert!(us.observe(sec(215), held("agents-c_uid-c")).is_empty(), "a renewal sends nothing");
     }
 
     #[test]
