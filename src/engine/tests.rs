@@ -1090,6 +1090,23 @@ fn ttl_style_does_not_depend_on_which_list_came_first() {
     }
 }
 
+/// A two-step workflow, finished at 41 s, and its two Jobs as they were when it finished.
+fn finished_two_step_workflow(uid: &str) -> (AgentRun, Job, Job) {
+    let spec = RunSpec::workflow("agents", "wf", uid, &["plan", "implement"]);
+    let mut run = upstream::agentrun(&spec, t(0.0));
+    upstream::workflow_pending(&mut run, &["plan", "implement"]);
+    let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
+    upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
+    upstream::job_finished(&mut j1, false, t(20.0));
+    let mut j2 = step_job(&run, "j2", 2, 1, 20.5);
+    upstream::step_collected(&mut run, 1, "plan", &j1, false, t(21.0));
+    upstream::step_running(&mut run, 2, "implement", 1, &j2, t(21.0));
+    upstream::job_finished(&mut j2, false, t(40.0));
+    upstream::step_collected(&mut run, 2, "implement", &j2, false, t(41.0));
+    upstream::workflow_finished(&mut run, false, t(41.0));
+    (run, j1, j2)
+}
+
 /// After a restart the three lists arrive in any order: the step and root spans of a finished run wait for the
 /// Job list, so they carry the provider its Jobs are labelled with and the steps start at their Jobs' submits,
 /// whichever list came first.
@@ -1098,18 +1115,7 @@ fn step_and_root_spans_do_not_depend_on_which_list_came_first() {
     let mut seen = Vec::new();
     for job_first in [true, false] {
         let mut h = Harness::with(TrackerConfig { count_since: t(500.0), ..TrackerConfig::default() });
-        let spec = RunSpec::workflow("agents", "wf", "run-q", &["plan", "implement"]);
-        let mut run = upstream::agentrun(&spec, t(0.0));
-        upstream::workflow_pending(&mut run, &["plan", "implement"]);
-        let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
-        upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
-        upstream::job_finished(&mut j1, false, t(20.0));
-        let mut j2 = step_job(&run, "j2", 2, 1, 20.5);
-        upstream::step_collected(&mut run, 1, "plan", &j1, false, t(21.0));
-        upstream::step_running(&mut run, 2, "implement", 1, &j2, t(21.0));
-        upstream::job_finished(&mut j2, false, t(40.0));
-        upstream::step_collected(&mut run, 2, "implement", &j2, false, t(41.0));
-        upstream::workflow_finished(&mut run, false, t(41.0));
+        let (run, j1, j2) = finished_two_step_workflow("run-q");
         for kind in [Kind::Job, Kind::Pod] {
             h.change(500.0, Change::RelistBegin { kind, namespace: None });
         }
@@ -1152,18 +1158,7 @@ fn step_and_root_spans_do_not_depend_on_which_list_came_first() {
 #[test]
 fn steps_of_a_run_found_finished_without_its_jobs_are_not_sent_again() {
     let mut h = Harness::with(TrackerConfig { count_since: t(500.0), ..TrackerConfig::default() });
-    let spec = RunSpec::workflow("agents", "wf", "run-r", &["plan", "implement"]);
-    let mut run = upstream::agentrun(&spec, t(0.0));
-    upstream::workflow_pending(&mut run, &["plan", "implement"]);
-    let mut j1 = step_job(&run, "j1", 1, 1, 1.0);
-    upstream::step_running(&mut run, 1, "plan", 1, &j1, t(1.1));
-    upstream::job_finished(&mut j1, false, t(20.0));
-    let mut j2 = step_job(&run, "j2", 2, 1, 20.5);
-    upstream::step_collected(&mut run, 1, "plan", &j1, false, t(21.0));
-    upstream::step_running(&mut run, 2, "implement", 1, &j2, t(21.0));
-    upstream::job_finished(&mut j2, false, t(40.0));
-    upstream::step_collected(&mut run, 2, "implement", &j2, false, t(41.0));
-    upstream::workflow_finished(&mut run, false, t(41.0));
+    let (run, _, _) = finished_two_step_workflow("run-r");
     for kind in [Kind::Job, Kind::Pod] {
         h.change(500.0, Change::RelistBegin { kind, namespace: None });
     }
