@@ -24,13 +24,16 @@ pub struct OutageProxy {
     upstream: SocketAddr,
     mode: watch::Sender<Mode>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// While down, the port stays bound without listening: connecting is refused, and no other socket of
+    /// the machine (an outgoing connection's ephemeral port) can take it before `up()`.
+    reserved: Option<TcpSocket>,
 }
 
-fn listen(addr: SocketAddr) -> TcpListener {
+fn bind(addr: SocketAddr) -> TcpSocket {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_reuseaddr(true).unwrap();
     socket.bind(addr).unwrap();
-    socket.listen(1024).unwrap()
+    socket
 }
 
 async fn serve(listener: TcpListener, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
@@ -64,15 +67,17 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, mut mode: watch
 impl OutageProxy {
     /// A proxy on a free loopback port, up.
     pub async fn start(upstream: SocketAddr) -> OutageProxy {
-        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let socket = bind(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = socket.local_addr().unwrap();
         let (mode, _) = watch::channel(Mode::Up);
-        let mut p = OutageProxy { addr, upstream, mode, server: None };
+        let mut p = OutageProxy { addr, upstream, mode, server: None, reserved: Some(socket) };
         p.listen();
         p
     }
 
     fn listen(&mut self) {
-        let listener = listen(self.addr);
+        let socket = self.reserved.take().unwrap_or_else(|| bind(self.addr));
+        let listener = socket.listen(1024).unwrap();
         self.server = Some(tokio::spawn(serve(listener, self.upstream, self.mode.subscribe())));
     }
 
@@ -82,6 +87,7 @@ impl OutageProxy {
         if let Some(s) = self.server.take() {
             s.abort();
             let _ = s.await;
+            self.reserved = Some(bind(self.addr));
         }
     }
 
