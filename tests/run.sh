@@ -14,18 +14,22 @@ cd "$root"
 passed=0
 failed=0
 failures=()
+digests=()
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 suite() {
   local name=$1
   shift
   echo
   echo "=== $name"
   local started=$SECONDS
-  if "$@"; then
+  if "$@" 2>&1 | tee "$logs/$((passed + failed))"; then
     passed=$((passed + 1))
     echo "=== $name: ok ($((SECONDS - started)) s)"
   else
     failed=$((failed + 1))
     failures+=("$name")
+    digests+=("$logs/$((passed + failed - 1))")
     echo "=== $name: FAILED ($((SECONDS - started)) s)"
   fi
 }
@@ -49,8 +53,13 @@ suite "chart (helm)" deploy/test.sh
 suite "image" deploy/image/test.sh
 suite "end to end" tests/e2e/run.sh
 
+# The reasons again at the end, where a truncated log still shows them: each failed test's panic message.
 echo
 if ((failed)); then
+  for i in "${!failures[@]}"; do
+    echo "--- why \"${failures[$i]}\" failed:"
+    grep -a -A6 -E "panicked at|^error(\[|:)|^FAIL|^failed:|^not ok" "${digests[$i]}" | cut -c1-400 | head -40
+  done
   echo "failed suites: ${failures[*]}"
 fi
 echo "suites: $passed passed, $failed failed"
