@@ -71,6 +71,7 @@ impl Namespace {
         let key = name_key(&job.info.name);
         let reference = run.reference_of(key).cloned();
         let awaits_status = reference.is_none()
+            && run.consumption_of(key).is_none()
             && ctx.now < job.first_seen.add_millis(ctx.cfg.settle_ms)
             && (job.attempt_unknown || job.info.step.as_ref().is_some_and(|k| k > &StepKey::first()));
         let fallback_attempt = (job.attempt_unknown && !awaits_status).then(|| {
@@ -106,7 +107,7 @@ impl Namespace {
             finished: run.terminal.is_some(),
             job_ttl: run.job_ttl,
             consumption: run.consumption_of(key).cloned(),
-            submit_start: submit_start_of(run, job, reference.as_ref().and_then(|r| r.at)),
+            submit_start: submit_start_of(run, job),
             awaits_status,
         })
     }
@@ -190,16 +191,14 @@ impl Namespace {
         let found_finished = !run.seen_nonterminal;
         for step in run.steps.iter_mut().filter(|s| !s.emitted) {
             let Some(terminal) = step.terminal else { continue };
-            // A step starts at its first submit, or its own startedAt if earlier.
+            // A step starts at its first Job's submit; its own `startedAt` (rewritten by each attempt and on
+            // success) only when no Job of it was seen.
             let first_job = submit_starts.iter().filter(|(i, _)| *i == step.index).map(|(_, t)| *t).min();
             if found_finished && !steps_with_jobs.contains(&step.index) {
                 step.emitted = true;
                 continue;
             }
-            let start_at = match (step.first_started, first_job) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(terminal.at.at),
-            };
+            let start_at = first_job.or(step.first_started).unwrap_or(terminal.at.at);
             let start = Stamp::object(start_at).not_before(created);
             let end = terminal.at.not_before(start.at);
             step.emitted = true;
@@ -527,11 +526,12 @@ fn pod_ran(
 }
 
 /// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation.
-/// Later workflow Jobs: the status write that consumed the Job before it (a retry, the next loop iteration:
-/// the controller creates the Job in a later reconcile), unless that same write also names this Job — the
-/// controller creates the next step's Job first and writes both in one status — then the previous Job's
-/// finish, which is what that reconcile reacted to.
-fn submit_start_of(run: &Run, job: &JobTrack, referenced_at: Option<Ts>) -> Option<Ts> {
+/// Later workflow Jobs: the status write that consumed the Job before it, when this Job was created after that
+/// write (a retry, the next loop iteration, a step the controller starts in a later reconcile); else the
+/// previous Job's finish, which is what the controller reacted to (upstream creates the next step's Job first
+/// and writes both in one status). Only what every later status and Job still carry decides it, so a process
+/// that starts mid-run finds the same start as one that watched it all.
+fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
     let Some(key) = &job.info.step else {
         return Some(run.created.at);
     };
@@ -542,10 +542,9 @@ fn submit_start_of(run: &Run, job: &JobTrack, referenced_at: Option<Ts>) -> Opti
         return Some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
-    let start = match (consumed, referenced_at) {
-        (Some(c), Some(r)) if c < r => Some(c),
-        (Some(c), None) if job.created.is_some_and(|created| c <= created) => Some(c),
-        (c, _) => previous.finished.or(c),
+    let start = match consumed {
+        Some(c) if job.created.is_some_and(|created| c <= created) => Some(c),
+        c => previous.finished.or(c),
     };
     start.or(Some(run.created.at))
 }

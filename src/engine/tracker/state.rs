@@ -30,8 +30,6 @@ impl Consumption {
 #[derive(Clone, Debug)]
 pub(super) struct Reference {
     pub job: u64,
-    /// `updatedAt` of that write.
-    pub at: Option<Ts>,
     /// The step attempt the write gave it.
     pub attempt: Option<u32>,
 }
@@ -141,11 +139,21 @@ impl Run {
         match self.history.iter_mut().find(|e| e.job == job) {
             Some(e) => {
                 e.step = step;
-                e.finished = e.finished.or(finished);
+                // The Job's own finish over the status's `finishedAt` (a write's time when it failed).
+                e.finished = finished.or(e.finished);
             }
             None => self.history.push(HistoryEntry { step, job, finished }),
         }
         self.history.sort();
+    }
+
+    /// A Job the status says was consumed, in the workflow order, when its own object was not seen: a process
+    /// started after the TTL controller deleted it still finds where the next Job's submit starts.
+    pub fn remember_consumed_job(&mut self, step: StepKey, job: u64, finished: Option<Ts>) {
+        if !self.history.iter().any(|e| e.job == job) {
+            self.history.push(HistoryEntry { step: Some(step), job, finished });
+            self.history.sort();
+        }
     }
 
     /// The run takes the provider and agent its Jobs are labelled with, when it has none yet.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::state::*;
 use crate::engine::{
-    facts::MissingEvent,
+    facts::{MissingEvent, StepKey},
     ids::name_key,
     model::{Consumption as ConsumptionKind, RunStatus, StepPhase},
     time::{Stamp, Ts},
@@ -25,7 +25,17 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
         }
     }
 
-    // The time of a consuming write: `updatedAt` of the event that showed the transition, else `fallback`.
+    // The time of a consuming write: the step's or condition's own transition time, which every later status
+    // still carries, so a process started later finds the same time; else `updatedAt`; else when it was seen.
+    let transition = |own: Option<Ts>| -> Stamp {
+        match (own, updated) {
+            (Some(t), _) => Stamp::object(t),
+            (None, Some(u)) => Stamp::object(u),
+            (None, None) => Stamp::observed(now),
+        }
+    };
+    // A loop iteration has no transition time (its `finishedAt` is the Job's completion on success):
+    // `updatedAt` of the event that showed the transition, else `fallback`.
     let write_time = |saw_transition: bool, fallback: Option<Ts>| -> Stamp {
         match (saw_transition, updated, fallback) {
             (true, Some(u), _) => Stamp::object(u),
@@ -34,7 +44,6 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             (_, None, None) => Stamp::observed(now),
         }
     };
-    let saw = |run: &Run, job: u64| run.referenced.iter().any(|r| r.job == job);
 
     let mut consumptions: Vec<(u64, Stamp, ConsumptionKind)> = Vec::new();
     let mut references: Vec<(u64, Option<u32>)> = Vec::new();
@@ -47,7 +56,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
                 } else {
                     ConsumptionKind::Collected
                 };
-                consumptions.push((job, write_time(saw(run, job), status.terminal_at), kind));
+                consumptions.push((job, transition(status.terminal_at), kind));
             }
             None => references.push((job, None)),
         }
@@ -75,8 +84,12 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             let job = name_key(name);
             match s.consumption {
                 Some(kind) => {
-                    let at = write_time(run.referenced.iter().any(|r| r.job == job), s.transition_at);
-                    consumptions.push((job, at, kind));
+                    consumptions.push((job, transition(s.transition_at), kind));
+                    if s.iterations.is_empty() {
+                        let key =
+                            StepKey { index: s.index, iteration: None, attempt: s.attempt.unwrap_or(1) };
+                        run.remember_consumed_job(key, job, s.finished_at);
+                    }
                 }
                 None if matches!(s.phase, StepPhase::Running | StepPhase::Pending) => {
                     references.push((job, s.attempt))
@@ -91,6 +104,12 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
                 Some(kind) => {
                     let at = write_time(run.referenced.iter().any(|r| r.job == job), it.finished_at);
                     consumptions.push((job, at, kind));
+                    let key = StepKey {
+                        index: s.index,
+                        iteration: Some(it.index),
+                        attempt: it.attempt.unwrap_or(1),
+                    };
+                    run.remember_consumed_job(key, job, it.finished_at);
                 }
                 None if it.running => references.push((job, it.attempt)),
                 None => {}
@@ -98,10 +117,8 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
         }
         let Some(step) = run.steps.iter_mut().find(|st| st.index == s.index) else { continue };
         if matches!(s.phase, StepPhase::Succeeded | StepPhase::Failed) && step.terminal.is_none() {
-            step.terminal = Some(StepTerminal {
-                at: write_time(run.seen_nonterminal, s.transition_at),
-                failed: s.phase == StepPhase::Failed,
-            });
+            step.terminal =
+                Some(StepTerminal { at: transition(s.transition_at), failed: s.phase == StepPhase::Failed });
         }
         let missing = s.failed_missing || s.consumption == Some(ConsumptionKind::Missing);
         if missing && step.missing.is_empty() {
@@ -123,12 +140,12 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
     for (job, attempt) in references {
         match run.referenced.iter_mut().find(|r| r.job == job) {
             Some(r) => r.attempt = r.attempt.or(attempt),
-            None => run.referenced.push(Reference { job, at: updated, attempt }),
+            None => run.referenced.push(Reference { job, attempt }),
         }
     }
     match status.outcome {
         Some(o) if run.terminal.is_none() => {
-            let at = write_time(run.seen_nonterminal, status.terminal_at);
+            let at = transition(status.terminal_at);
             run.terminal = Some(Box::new(RunTerminal { outcome: o, at, reason, seen_at: now }));
         }
         Some(_) => {}
