@@ -178,6 +178,10 @@ pub struct JobUpdate {
     pub started: Option<Ts>,
     pub finish: Option<JobFinish>,
     pub ttl: Option<i64>,
+    /// With a TTL: whether it was patched on after creation, which is what the current controller does once it
+    /// has collected the Job (the spec changed: `metadata.generation` above 1, not counting the deletion's own
+    /// bump). `None` when the generation is unknown.
+    pub ttl_patched: Option<bool>,
     pub deleting: Option<Ts>,
 }
 

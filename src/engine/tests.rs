@@ -139,7 +139,7 @@ fn job_runtime_success(h: &mut Harness) {
     h.up(463.1, job.clone());
     upstream::collected_job_runtime(&mut run, &job, t(464.131));
     h.up(464.14, run.clone());
-    job.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut job, 600);
     h.up(464.2, job.clone());
     upstream::job_deleting(&mut job, t(1063.0));
     h.up(1063.1, job.clone());
@@ -237,7 +237,7 @@ fn same_facts_whatever_the_order_of_the_three_watches() {
     b.up(463.3, run.clone());
     upstream::collected_job_runtime(&mut run, &job, t(464.131));
     b.up(464.14, run.clone());
-    job.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut job, 600);
     b.up(464.2, job.clone());
     upstream::job_deleting(&mut job, t(1063.0));
     b.up(1063.1, job.clone());
@@ -268,7 +268,7 @@ fn failed_job_is_collected_as_failed() {
     h.up(318.1, job.clone());
     upstream::collected_job_runtime(&mut run, &job, t(319.6));
     h.up(319.6, run.clone());
-    job.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut job, 600);
     h.up(319.7, job.clone());
 
     let run_phase = h
@@ -392,7 +392,7 @@ fn workflow_with_a_retried_step() {
     h.up(60.0, j1.clone());
     upstream::step_collected(&mut run, 1, "plan", &j1, false, t(62.0));
     h.up(62.0, run.clone());
-    j1.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut j1, 600);
     h.up(62.1, j1.clone());
 
     let s2a1 = StepRef { index: 2, name: "implement".into(), attempt: 1 };
@@ -405,7 +405,7 @@ fn workflow_with_a_retried_step() {
     h.up(90.0, j2.clone());
     upstream::step_collected(&mut run, 2, "implement", &j2, true, t(91.0));
     h.up(91.0, run.clone());
-    j2.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut j2, 600);
     h.up(91.1, j2.clone());
 
     let s2a2 = StepRef { attempt: 2, ..s2a1 };
@@ -419,7 +419,7 @@ fn workflow_with_a_retried_step() {
     upstream::step_collected(&mut run, 2, "implement", &j3, false, t(201.0));
     upstream::workflow_finished(&mut run, false, t(201.0));
     h.up(201.0, run.clone());
-    j3.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut j3, 600);
     h.up(201.1, j3.clone());
 
     // Attempt 2's submit phase starts at the Retrying write that consumed attempt 1 (it includes the backoff).
@@ -746,7 +746,7 @@ fn terminal_run_listed_before_its_jobs_waits_for_the_job_list() {
     upstream::job_started(&mut job, t(1.0));
     upstream::job_finished(&mut job, false, t(50.0));
     upstream::collected_job_runtime(&mut run, &job, t(51.0));
-    job.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut job, 600);
     for kind in [Kind::Job, Kind::Pod] {
         h.change(100.0, Change::RelistBegin { kind, namespace: Some("agents".into()) });
     }
@@ -869,7 +869,7 @@ fn next_step_job_created_before_the_collecting_write() {
     upstream::step_collected(&mut run, 1, "s1", &j1, false, t(11.5));
     upstream::step_running(&mut run, 2, "s2", 1, &j2, t(11.5));
     h.up(11.6, run.clone());
-    j1.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut j1, 600);
     h.up(11.7, j1);
     let submit = h.phases("w-step-2-attempt-1")[0];
     assert_eq!(submit, (Phase::Submit, t(10.0), t(11.0)));
@@ -992,7 +992,7 @@ fn retention_deletes_the_collected_job_with_its_run() {
     h.up(10.0, job.clone());
     upstream::collected_job_runtime(&mut run, &job, t(11.0));
     h.up(11.0, run.clone());
-    job.spec.ttl_seconds_after_finished = Some(600);
+    upstream::job_ttl_patched(&mut job, 600);
     h.up(11.1, job.clone());
     run.metadata.deletion_timestamp = Some(upstream::time(t(71.0)));
     h.up(71.0, run.clone());
@@ -1076,7 +1076,7 @@ fn ttl_style_does_not_depend_on_which_list_came_first() {
         upstream::submitted(&mut run, &job, t(1.2));
         upstream::job_finished(&mut job, false, t(10.0));
         upstream::collected_job_runtime(&mut run, &job, t(11.0));
-        job.spec.ttl_seconds_after_finished = Some(600);
+        upstream::job_ttl_patched(&mut job, 600);
         if job_first {
             h.up(100.0, job.clone());
             h.up(100.1, run.clone());

@@ -361,7 +361,7 @@ impl Simulator {
                 }
                 let ttl = r.plan.ttl;
                 let Some(job) = r.job.as_mut() else { return };
-                job.spec.ttl_seconds_after_finished = Some(ttl);
+                upstream::job_ttl_patched(job, ttl);
                 let finished = finished_at(job).unwrap_or(self.now);
                 let job = job.clone();
                 let uid = job.metadata.uid.clone().unwrap_or_default();

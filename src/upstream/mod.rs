@@ -489,6 +489,11 @@ pub fn job_update(o: &Job, gone: bool) -> Option<JobUpdate> {
         finish: job_finish(o),
         // The API server keeps TTLs in int32; a negative one is rejected there.
         ttl: o.spec.ttl_seconds_after_finished.filter(|t| *t >= 0),
+        ttl_patched: o
+            .spec
+            .ttl_seconds_after_finished
+            .and(meta.generation)
+            .map(|g| g - i64::from(meta.deletion_timestamp.is_some()) > 1),
         deleting: meta.deletion_timestamp.as_ref().map(ts),
         id,
     })

@@ -340,6 +340,7 @@ pub fn job(run: &AgentRun, uid: &str, step: Option<&StepRef>, ttl: Option<i64>, 
         labels.insert(LABEL_STEP_INDEX.to_string(), s.index.to_string());
     }
     let mut m = meta(&ns, &name, uid, created);
+    m.generation = Some(1);
     m.labels = Some(labels);
     m.owner_references = Some(vec![OwnerReference {
         api_version: AGENTRUN_API_VERSION.into(),
@@ -371,9 +372,20 @@ pub fn job_finished(job: &mut Job, failed: bool, at: Ts) {
     }
 }
 
+/// The controller's TTL patch after collecting: a spec change, so the API server bumps the generation.
+pub fn job_ttl_patched(job: &mut Job, ttl: i64) {
+    job.spec.ttl_seconds_after_finished = Some(ttl);
+    bump_generation(job);
+}
+
+fn bump_generation(job: &mut Job) {
+    job.metadata.generation = Some(job.metadata.generation.unwrap_or(1) + 1);
+}
+
 /// The TTL-after-finished controller's foreground deletion: a deletionTimestamp and the finalizer first.
 pub fn job_deleting(job: &mut Job, at: Ts) {
     job.metadata.deletion_timestamp = Some(k8s_time(truncate(at)));
+    bump_generation(job);
     job.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
 }
 

@@ -256,12 +256,15 @@ impl Namespace {
         }
         match (o.ttl, job.ttl) {
             (Some(secs), None) => {
-                job.ttl_found_on_finished = job.finish.is_some() && !job.seen_without_ttl;
-                let applied = if job.finish.is_some() && (job.seen_without_ttl || consumed) {
+                let finished = job.finish.is_some();
+                // The generation says whether the TTL came later, whatever this process saw of the Job before.
+                job.ttl_found_on_finished = o.ttl_patched.is_none() && finished && !job.seen_without_ttl;
+                let applied = match o.ttl_patched {
+                    Some(true) if finished => TtlApplied::AfterCollection,
+                    Some(_) => TtlApplied::AtCreation,
                     // Patched onto a finished Job (or first seen finished and collected): the current controller.
-                    TtlApplied::AfterCollection
-                } else {
-                    TtlApplied::AtCreation
+                    None if finished && (job.seen_without_ttl || consumed) => TtlApplied::AfterCollection,
+                    None => TtlApplied::AtCreation,
                 };
                 job.ttl = Some(Ttl { seconds: secs, applied });
             }

@@ -25,8 +25,8 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
         }
     }
 
-    // The time of a consuming write: the step's or condition's own transition time, which every later status
-    // still carries, so a process started later finds the same time; else `updatedAt`; else when it was seen.
+    // The time of a consuming write: the step's, iteration's or condition's own transition time (an iteration's
+    // `finishedAt` is its write's time upstream), which every later status still carries, so a process started later finds the same time; else `updatedAt`; else when it was seen.
     let transition = |own: Option<Ts>| -> Stamp {
         match (own, updated) {
             (Some(t), _) => Stamp::object(t),
@@ -34,17 +34,6 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             (None, None) => Stamp::observed(now),
         }
     };
-    // A loop iteration has no transition time (its `finishedAt` is the Job's completion on success):
-    // `updatedAt` of the event that showed the transition, else `fallback`.
-    let write_time = |saw_transition: bool, fallback: Option<Ts>| -> Stamp {
-        match (saw_transition, updated, fallback) {
-            (true, Some(u), _) => Stamp::object(u),
-            (_, _, Some(f)) => Stamp::object(f),
-            (_, Some(u), None) => Stamp::object(u),
-            (_, None, None) => Stamp::observed(now),
-        }
-    };
-
     let mut consumptions: Vec<(u64, Stamp, ConsumptionKind)> = Vec::new();
     let mut references: Vec<(u64, Option<u32>)> = Vec::new();
     if let Some(name) = status.job.as_deref() {
@@ -102,8 +91,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             let job = name_key(name);
             match it.consumption {
                 Some(kind) => {
-                    let at = write_time(run.referenced.iter().any(|r| r.job == job), it.finished_at);
-                    consumptions.push((job, at, kind));
+                    consumptions.push((job, transition(it.finished_at), kind));
                     let key = StepKey {
                         index: s.index,
                         iteration: Some(it.index),
