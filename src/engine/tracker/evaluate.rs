@@ -70,10 +70,13 @@ impl Namespace {
         let job = self.jobs.get(job_uid)?;
         let key = name_key(&job.info.name);
         let reference = run.reference_of(key).cloned();
+        // The Job before it, not yet known to be consumed: the write that consumed it decides where this submit
+        // starts, and its event may come after this Job's.
+        let previous_pending = previous_of(run, job).is_some_and(|p| run.consumption_of(p.job).is_none());
         let awaits_status = reference.is_none()
             && run.consumption_of(key).is_none()
             && ctx.now < job.first_seen.add_millis(ctx.cfg.settle_ms)
-            && (job.attempt_unknown || job.info.step.as_ref().is_some_and(|k| k > &StepKey::first()));
+            && (job.attempt_unknown || previous_pending);
         let fallback_attempt = (job.attempt_unknown && !awaits_status).then(|| {
             let k = job.info.step.clone().unwrap_or_else(StepKey::first);
             let earlier = run
@@ -525,6 +528,13 @@ fn pod_ran(
     Some((end.at, fact))
 }
 
+/// The run's Job just before this one in workflow order.
+fn previous_of<'r>(run: &'r Run, job: &JobTrack) -> Option<&'r HistoryEntry> {
+    let key = job.info.step.as_ref()?;
+    let this = name_key(&job.info.name);
+    run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key))
+}
+
 /// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation.
 /// Later workflow Jobs: the status write that consumed the Job before it, when this Job was created after that
 /// write (a retry, the next loop iteration, a step the controller starts in a later reconcile); else the
@@ -532,13 +542,10 @@ fn pod_ran(
 /// and writes both in one status). Only what every later status and Job still carry decides it, so a process
 /// that starts mid-run finds the same start as one that watched it all.
 fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
-    let Some(key) = &job.info.step else {
+    if job.info.step.is_none() {
         return Some(run.created.at);
-    };
-    let this = name_key(&job.info.name);
-    let previous =
-        run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key));
-    let Some(previous) = previous else {
+    }
+    let Some(previous) = previous_of(run, job) else {
         return Some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
