@@ -293,7 +293,9 @@ fn submit(job: &mut JobTrack, run: &RunView) -> Option<(Ts, Fact)> {
     let created = job.created?;
     // A Job seen after its step's span went out stays inside it.
     let floor = run.step_start.map_or(run.created, |s| s.max(run.created));
-    let start = Stamp::object(run.submit_start.unwrap_or(run.created)).not_before(floor);
+    // The submit start is an estimate (a write, a previous finish) and the Job's creation a fact: the estimate
+    // gives way, so later phases keep their own timestamps.
+    let start = Stamp::object(run.submit_start.unwrap_or(run.created).min(created)).not_before(floor);
     let end = Stamp::object(created).not_before(start.at);
     job.submit_start = Some(start.at);
     job.clamped.created = Some(end);
