@@ -26,7 +26,7 @@ use opentelemetry::InstrumentationScope;
 
 /// Span copies that still differ over every cut (see [`report`]); at the start of this test they were 1988
 /// and 1401.
-const KNOWN_IN_RECORDINGS: usize = 252;
+const KNOWN_IN_RECORDINGS: usize = 181;
 const KNOWN_IN_DEMO: usize = 204;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream");

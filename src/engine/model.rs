@@ -135,6 +135,8 @@ pub struct StepStatus {
     pub consumption: Option<Consumption>,
     /// The step failed because its Job was missing.
     pub failed_missing: bool,
+    /// An attempt's Job was found missing and the step retried: upstream leaves that message on the step.
+    pub retried_missing: bool,
     pub iterations: Vec<IterationStatus>,
 }
 

@@ -393,6 +393,7 @@ pub fn run_update(o: &AgentRun, gone: bool, cfg: &UpstreamConfig) -> Option<RunU
             job,
             consumption,
             failed_missing: phase == StepPhase::Failed && s.message.as_deref() == Some(MSG_JOB_MISSING),
+            retried_missing: s.message.as_deref() == Some(MSG_JOB_MISSING_RETRYING),
             iterations,
         });
     }

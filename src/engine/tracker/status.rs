@@ -74,6 +74,8 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             match s.consumption {
                 Some(kind) => {
                     consumptions.push((job, transition(s.transition_at), kind));
+                    // The attempt, for a Job whose hashed name does not tell it.
+                    references.push((job, s.attempt));
                     if s.iterations.is_empty() {
                         let key =
                             StepKey { index: s.index, iteration: None, attempt: s.attempt.unwrap_or(1) };
@@ -92,6 +94,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             match it.consumption {
                 Some(kind) => {
                     consumptions.push((job, transition(it.finished_at), kind));
+                    references.push((job, it.attempt));
                     let key = StepKey {
                         index: s.index,
                         iteration: Some(it.index),
@@ -108,7 +111,8 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
             step.terminal =
                 Some(StepTerminal { at: transition(s.transition_at), failed: s.phase == StepPhase::Failed });
         }
-        let missing = s.failed_missing || s.consumption == Some(ConsumptionKind::Missing);
+        let missing =
+            s.failed_missing || s.retried_missing || s.consumption == Some(ConsumptionKind::Missing);
         if missing && step.missing.is_empty() {
             let at = status
                 .missing
