@@ -133,7 +133,7 @@ impl Namespace {
             wait(job.first_seen.add_millis(ctx.cfg.settle_ms));
         }
         let mut facts: Vec<(Ts, Fact)> = Vec::new();
-        facts.extend(submit(job, &view));
+        facts.extend(submit(job, &view, ctx.cfg.count_since));
         facts.extend(pending(job, &view));
         facts.extend(ran(job, &view));
         facts.extend(abandoned(job, &view));
@@ -188,6 +188,14 @@ impl Namespace {
             .filter_map(|j| Some(j.info.step.as_ref()?.index))
             .collect();
         let Some(run) = self.runs.get_mut(run_uid) else { return };
+        // Steps whose first Job this process knows (seen, or named by the status): where they start is known.
+        let first_known: Vec<u32> = run
+            .history
+            .iter()
+            .filter_map(|e| e.step.as_ref())
+            .filter(|k| k.attempt == 1 && k.iteration.unwrap_or(1) <= 1)
+            .map(|k| k.index)
+            .collect();
         let (info, created, export) = (run.info.clone(), run.created.at, run.export);
         // Found already finished (after a restart): a step none of whose Jobs is left cannot start where the
         // process that saw them started it; that one sent it, and a different copy must not follow.
@@ -198,6 +206,12 @@ impl Namespace {
             // success) only when no Job of it was seen.
             let first_job = submit_starts.iter().filter(|(i, _)| *i == step.index).map(|(_, t)| *t).min();
             if found_finished && !steps_with_jobs.contains(&step.index) {
+                step.emitted = true;
+                continue;
+            }
+            // Ended before this process started and its first Job gone: the process that saw it sent the span,
+            // from where that Job started, which this one cannot know.
+            if terminal.at.at < ctx.cfg.count_since && !first_known.contains(&step.index) {
                 step.emitted = true;
                 continue;
             }
@@ -286,16 +300,28 @@ impl Namespace {
 }
 
 /// `job.submit`: run/step start → Job created.
-fn submit(job: &mut JobTrack, run: &RunView) -> Option<(Ts, Fact)> {
+fn submit(job: &mut JobTrack, run: &RunView, count_since: Ts) -> Option<(Ts, Fact)> {
     if job.emitted.has(Flags::SUBMIT) || run.awaits_status {
         return None;
     }
     let created = job.created?;
+    let submit_start = match run.submit_start {
+        Some(t) => t,
+        // Where its submit started went with the Job before it. Created before this process started, the process
+        // that saw that Job sent the span; a guess here would be a second, different copy. Created since, this
+        // process is the only one to send it: from the run's creation, the best it knows.
+        None if created < count_since => {
+            job.emitted.set(Flags::SUBMIT);
+            job.clamped.created = Some(Stamp::object(created));
+            return None;
+        }
+        None => run.created,
+    };
     // A Job seen after its step's span went out stays inside it.
     let floor = run.step_start.map_or(run.created, |s| s.max(run.created));
     // The submit start is an estimate (a write, a previous finish) and the Job's creation a fact: the estimate
     // gives way, so later phases keep their own timestamps.
-    let start = Stamp::object(run.submit_start.unwrap_or(run.created).min(created)).not_before(floor);
+    let start = Stamp::object(submit_start.min(created)).not_before(floor);
     let end = Stamp::object(created).not_before(start.at);
     job.submit_start = Some(start.at);
     job.clamped.created = Some(end);
@@ -544,16 +570,18 @@ fn previous_of<'r>(run: &'r Run, job: &JobTrack) -> Option<&'r HistoryEntry> {
 /// and writes both in one status). Only what every later status and Job still carry decides it, so a process
 /// that starts mid-run finds the same start as one that watched it all.
 fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
-    if job.info.step.is_none() {
+    let Some(key) = &job.info.step else {
         return Some(run.created.at);
-    }
+    };
     let Some(previous) = previous_of(run, job) else {
-        return Some(run.created.at);
+        // A later Job whose predecessor this process never knew (deleted, and the status no longer names it).
+        let first = key.index == 1 && key.attempt == 1 && key.iteration.unwrap_or(1) <= 1;
+        return first.then_some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
-    let start = match consumed {
+    // Neither known (the previous attempt timed out unread, and the status has moved on): as unknown.
+    match consumed {
         Some(c) if job.created.is_some_and(|created| c <= created) => Some(c),
         c => previous.finished.or(c),
-    };
-    start.or(Some(run.created.at))
+    }
 }
