@@ -209,13 +209,19 @@ impl Namespace {
                 step.emitted = true;
                 continue;
             }
+            // The run's first step starts with the run, whichever of its attempts this process saw.
+            let known_start = if step.index == 1 {
+                Some(created)
+            } else {
+                first_job.filter(|_| first_known.contains(&step.index))
+            };
             // Ended before this process started and its first Job gone: the process that saw it sent the span,
             // from where that Job started, which this one cannot know.
-            if terminal.at.at < ctx.cfg.count_since && !first_known.contains(&step.index) {
+            if known_start.is_none() && terminal.at.at < ctx.cfg.count_since {
                 step.emitted = true;
                 continue;
             }
-            let start_at = first_job.or(step.first_started).unwrap_or(terminal.at.at);
+            let start_at = known_start.or(first_job).or(step.first_started).unwrap_or(terminal.at.at);
             let start = Stamp::object(start_at).not_before(created);
             let end = terminal.at.not_before(start.at);
             step.emitted = true;
@@ -579,9 +585,13 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
         return first.then_some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
-    // Neither known (the previous attempt timed out unread, and the status has moved on): as unknown.
+    // A retry always follows the write that consumed the attempt before it: without that write (the status has
+    // moved on to this attempt) the start is unknown, not the previous finish. Neither known (the previous attempt
+    // timed out unread): unknown too.
+    let retry = previous.step.as_ref().is_some_and(|p| (p.index, p.iteration) == (key.index, key.iteration));
     match consumed {
         Some(c) if job.created.is_some_and(|created| c <= created) => Some(c),
+        None if retry => None,
         c => previous.finished.or(c),
     }
 }
