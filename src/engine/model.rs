@@ -125,8 +125,6 @@ pub struct StepStatus {
     pub phase: StepPhase,
     pub attempt: Option<u32>,
     pub started_at: Option<Ts>,
-    /// The Job's completion (success) or the write's time (failure).
-    pub finished_at: Option<Ts>,
     /// When the step last changed phase.
     pub transition_at: Option<Ts>,
     /// The Job of the current attempt.

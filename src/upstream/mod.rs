@@ -388,7 +388,6 @@ pub fn run_update(o: &AgentRun, gone: bool, cfg: &UpstreamConfig) -> Option<RunU
             phase,
             attempt: small(s.attempt),
             started_at: s.started_at,
-            finished_at: s.finished_at,
             transition_at: s.last_transition_time.or(s.finished_at),
             job,
             consumption,

@@ -325,12 +325,12 @@ fn submit(job: &mut JobTrack, run: &RunView, count_since: Ts) -> Option<(Ts, Fac
     };
     // A Job seen after its step's span went out stays inside it.
     let floor = run.step_start.map_or(run.created, |s| s.max(run.created));
-    // The submit start is an estimate (a write, a previous finish) and the Job's creation a fact: the estimate
-    // gives way, so later phases keep their own timestamps.
-    let start = Stamp::object(submit_start.min(created)).not_before(floor);
+    let start = Stamp::object(submit_start).not_before(floor);
     let end = Stamp::object(created).not_before(start.at);
     job.submit_start = Some(start.at);
-    job.clamped.created = Some(end);
+    // A submit start later than the second-truncated creation raises this span's end only: the Job's later phases
+    // start from its own creation, so they do not depend on what the process saw before the Job.
+    job.clamped.created = Some(Stamp::object(created).not_before(floor));
     job.emitted.set(Flags::SUBMIT);
     let fact = Fact::JobPhase {
         run: run.info.clone(),
@@ -585,13 +585,19 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
         return first.then_some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
-    // A retry always follows the write that consumed the attempt before it: without that write (the status has
-    // moved on to this attempt) the start is unknown, not the previous finish. Neither known (the previous attempt
-    // timed out unread): unknown too.
+    // A retry follows the write that consumed the attempt before it; without that write (the status has moved on
+    // to this attempt) its start is unknown. A Job created before the consuming write of the one before it started
+    // at that Job's finish, known only while that Job exists (upstream's step `finishedAt` is the write's time).
     let retry = previous.step.as_ref().is_some_and(|p| (p.index, p.iteration) == (key.index, key.iteration));
+    // A retry or a later loop iteration follows a Job of its own step: when the one found is of an earlier step,
+    // the Job in between is gone and unnamed, and the start unknown.
+    let same_step = previous.step.as_ref().is_some_and(|p| p.index == key.index);
+    if (key.attempt > 1 && !retry) || (key.iteration.unwrap_or(1) > 1 && !same_step) {
+        return None;
+    }
     match consumed {
-        Some(c) if job.created.is_some_and(|created| c <= created) => Some(c),
-        None if retry => None,
-        c => previous.finished.or(c),
+        Some(c) if retry || job.created.is_some_and(|created| c <= created) => Some(c),
+        _ if retry => None,
+        _ => previous.finished,
     }
 }

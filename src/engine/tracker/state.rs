@@ -139,8 +139,7 @@ impl Run {
         match self.history.iter_mut().find(|e| e.job == job) {
             Some(e) => {
                 e.step = step;
-                // The Job's own finish over the status's `finishedAt` (a write's time when it failed).
-                e.finished = finished.or(e.finished);
+                e.finished = e.finished.or(finished);
             }
             None => self.history.push(HistoryEntry { step, job, finished }),
         }
@@ -148,10 +147,11 @@ impl Run {
     }
 
     /// A Job the status says was consumed, in the workflow order, when its own object was not seen: a process
-    /// started after the TTL controller deleted it still finds where the next Job's submit starts.
-    pub fn remember_consumed_job(&mut self, step: StepKey, job: u64, finished: Option<Ts>) {
+    /// started after the TTL controller deleted it still finds the write that consumed it. Not its finish: the
+    /// status's `finishedAt` is that write's time upstream.
+    pub fn remember_consumed_job(&mut self, step: StepKey, job: u64) {
         if !self.history.iter().any(|e| e.job == job) {
-            self.history.push(HistoryEntry { step: Some(step), job, finished });
+            self.history.push(HistoryEntry { step: Some(step), job, finished: None });
             self.history.sort();
         }
     }

@@ -79,7 +79,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
                     if s.iterations.is_empty() {
                         let key =
                             StepKey { index: s.index, iteration: None, attempt: s.attempt.unwrap_or(1) };
-                        run.remember_consumed_job(key, job, s.finished_at);
+                        run.remember_consumed_job(key, job);
                     }
                 }
                 None if matches!(s.phase, StepPhase::Running | StepPhase::Pending) => {
@@ -100,7 +100,7 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
                         iteration: Some(it.index),
                         attempt: it.attempt.unwrap_or(1),
                     };
-                    run.remember_consumed_job(key, job, it.finished_at);
+                    run.remember_consumed_job(key, job);
                 }
                 None if it.running => references.push((job, it.attempt)),
                 None => {}
