@@ -569,12 +569,12 @@ fn previous_of<'r>(run: &'r Run, job: &JobTrack) -> Option<&'r HistoryEntry> {
     run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key))
 }
 
-/// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation.
-/// Later workflow Jobs: the status write that consumed the Job before it, when this Job was created after that
-/// write (a retry, the next loop iteration, a step the controller starts in a later reconcile); else the
-/// previous Job's finish, which is what the controller reacted to (upstream creates the next step's Job first
-/// and writes both in one status). Only what every later status and Job still carry decides it, so a process
-/// that starts mid-run finds the same start as one that watched it all.
+/// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation. A
+/// retry: the status write that consumed the attempt before it. Another later Job: that write when the Job was
+/// created after it (a later reconcile), else the previous Job's finish, which is what the controller reacted to
+/// (upstream creates the next step's Job first and writes both in one status). `None` when what decides it is
+/// gone. Only what the objects still carry decides it, so a process that starts mid-run finds the same start as
+/// one that watched it all, or none.
 fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
     let Some(key) = &job.info.step else {
         return Some(run.created.at);

@@ -26,7 +26,8 @@ pub(super) fn apply(run: &mut Run, status: &RunStatus, now: Ts) {
     }
 
     // The time of a consuming write: the step's, iteration's or condition's own transition time (an iteration's
-    // `finishedAt` is its write's time upstream), which every later status still carries, so a process started later finds the same time; else `updatedAt`; else when it was seen.
+    // `finishedAt` is its write's time upstream), which every later status still carries, so a process started
+    // later finds the same time; else `updatedAt`; else when it was seen.
     let transition = |own: Option<Ts>| -> Stamp {
         match (own, updated) {
             (Some(t), _) => Stamp::object(t),
