@@ -38,6 +38,8 @@ pub struct Follower {
     dropped: u64,
     /// The last identity seen holding the Lease.
     last_holder: Option<String>,
+    /// After the Lease went to a third pod: until then, spans are passed on as well (see [`Follower::observe`]).
+    handing_on_until: Option<Ts>,
 }
 
 impl Follower {
@@ -50,6 +52,7 @@ impl Follower {
             held: VecDeque::new(),
             dropped: 0,
             last_holder: None,
+            handing_on_until: None,
         }
     }
 
@@ -82,9 +85,14 @@ impl Follower {
             return facts;
         }
         let mut pass = Vec::new();
+        let handing_on = self.handing_on_until.is_some_and(|until| now < until);
         for e in facts {
             if matches!(e.fact, Fact::SeriesSeen { .. }) {
                 pass.push(e);
+                continue;
+            }
+            if handing_on {
+                pass.push(Emitted { counted: false, ..e });
                 continue;
             }
             if self.held.len() >= MAX_HELD {
@@ -129,6 +137,9 @@ impl Follower {
                 .filter(|(at, _)| *at >= since)
                 .map(|(_, e)| Emitted { counted: false, ..e.clone() })
                 .collect();
+            // What this pod sees next may be of objects the new holder never saw (a Job deleted as that pod
+            // listed): their spans go too, for the overlap.
+            self.handing_on_until = Some(now.add_millis(OVERLAP_MS));
         }
         if let LeaseState::Held(h) = &lease
             && !h.is_empty()
@@ -274,6 +285,11 @@ mod tests {
         assert_eq!(counted(&sent), [false], "spans only: the counts are the new holder's");
         assert!(!us.leads());
         assert!(us.observe(sec(215), held("agents-c_uid-c")).is_empty(), "a renewal sends nothing");
+        // What it sees in the overlap after the handover goes too (its object may have gone before the new
+        // holder listed), spans only; after the overlap, nothing.
+        let passed = us.gate(sec(216), vec![fact(3)]);
+        assert_eq!((names(&passed), counted(&passed)), (vec!["r3".to_string()], vec![false]));
+        assert!(us.gate(sec(221), vec![fact(4)]).is_empty());
     }
 
     #[test]

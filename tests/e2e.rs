@@ -179,10 +179,10 @@ async fn s2_workflow_with_a_retried_step() {
     assert_eq!(failed.status, 2);
     assert_eq!(failed.attrs["agentrun.attempt"], "1");
     assert_eq!(failed.attrs["agentrun.job.condition_reason"], "BackoffLimitExceeded");
-    // Upstream creates step 2's Job before the write that collects step 1: its submit starts at step 1's end.
+    // Step 2's submit starts at the write that collected step 1 (which every later status keeps).
     let next = span(&spans, "job.submit", Some("codex-run-sample-step-2-attempt-1"));
-    let step1_run = span(&spans, "job.run", Some("codex-run-sample-step-1-attempt-1"));
-    assert_eq!(next.start_ns, step1_run.end_ns, "step 2's submit starts when step 1's Job finished");
+    let step1_collect = span(&spans, "job.collect", Some("codex-run-sample-step-1-attempt-1"));
+    assert_eq!(next.start_ns, step1_collect.end_ns, "step 2's submit starts when step 1 was collected");
     assert!(step2.start_ns <= next.start_ns, "the step span holds its submit");
     let retried = span(&spans, "job.submit", Some("codex-run-sample-step-2-attempt-2"));
     assert_eq!(retried.attrs["agentrun.attempt"], "2");
@@ -1546,7 +1546,8 @@ agentrun-lifecycle-exporter:
         for (id, span) in &reference {
             assert!(
                 copies.contains(&(id.clone(), span.clone())),
-                "{name}: the sidecars never sent {span:?} as the bed's exporter did"
+                "{name}: the sidecars never sent {span:?} as the bed's exporter did; what they sent of it: {:#?}",
+                copies.iter().filter(|(i, _)| i == id).map(|(_, s)| s).collect::<Vec<_>>()
             );
         }
         // And no copy from a sidecar differs: the pod that takes the Lease mid-run finds the same span times in

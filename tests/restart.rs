@@ -27,7 +27,7 @@ use opentelemetry::InstrumentationScope;
 /// Span copies that still differ over every cut (see [`report`]); when this test was written they were 1988
 /// and 1401.
 const KNOWN_IN_RECORDINGS: usize = 82;
-const KNOWN_IN_DEMO: usize = 81;
+const KNOWN_IN_DEMO: usize = 52;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/upstream");
 
@@ -255,8 +255,7 @@ fn table(found: &[Difference]) -> String {
 
 /// Prints the differences, and fails when there are more than `known`, so a change may only lower the count. What
 /// is left is information a late process cannot have: when an attempt the status no longer names was collected
-/// (its `job.ttl` copy has no margin), and where a step whose first attempt it never saw started, when that step
-/// ends after the process started (it is the one to send that span).
+/// (its `job.ttl` copy has no margin).
 fn report(what: &str, found: &[Difference], known: usize) {
     println!(
         "{what}: {} span copies differ from the first process's (known: {known})\n{}",

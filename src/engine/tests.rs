@@ -849,8 +849,9 @@ fn sticky_job_missing_message_does_not_mark_the_next_attempt_missing() {
 }
 
 /// Upstream creates the next step's Job, then writes the status that collects the previous step and starts
-/// this one: the submit span runs from the previous Job's finish to this Job's creation, and the step span
-/// starts there too (not at the run's creation).
+/// this one: the submit span starts at that write, which every later status keeps (the previous Job's finish goes
+/// with that Job; the wait between the two is the previous job.collect); the step span holds it and the Job's
+/// creation, a second-truncated time just before.
 #[test]
 fn next_step_job_created_before_the_collecting_write() {
     let mut h = Harness::new();
@@ -872,7 +873,7 @@ fn next_step_job_created_before_the_collecting_write() {
     upstream::job_ttl_patched(&mut j1, 600);
     h.up(11.7, j1);
     let submit = h.phases("w-step-2-attempt-1")[0];
-    assert_eq!(submit, (Phase::Submit, t(10.0), t(11.0)));
+    assert_eq!(submit, (Phase::Submit, t(11.5), t(11.5)));
     upstream::job_finished(&mut j2, false, t(30.0));
     h.up(30.0, j2.clone());
     upstream::step_collected(&mut run, 2, "s2", &j2, false, t(31.0));
@@ -882,7 +883,7 @@ fn next_step_job_created_before_the_collecting_write() {
         Fact::StepFinished { index: 2, start, .. } => Some(start.at),
         _ => None,
     });
-    assert_eq!(step2, Some(t(10.0)));
+    assert_eq!(step2, Some(t(11.0)));
     assert_eq!(h.collected("w-step-1-attempt-1")[0].1, t(11.5));
 }
 

@@ -179,7 +179,15 @@ impl Namespace {
             .jobs
             .iter()
             .filter_map(|u| self.jobs.get(u))
-            .filter_map(|j| Some((j.info.step.as_ref()?.index, j.submit_start?)))
+            // A step holds its Jobs' submits and their creations (which a submit raised to a later write does not
+            // move).
+            .filter_map(|j| {
+                let start = match (j.submit_start, j.created) {
+                    (Some(s), Some(c)) => s.min(c),
+                    (s, c) => s.or(c)?,
+                };
+                Some((j.info.step.as_ref()?.index, start))
+            })
             .collect();
         let steps_with_jobs: Vec<u32> = run
             .jobs
@@ -569,12 +577,10 @@ fn previous_of<'r>(run: &'r Run, job: &JobTrack) -> Option<&'r HistoryEntry> {
     run.history.iter().rev().find(|e| e.job != this && e.step.as_ref().is_some_and(|k| k < key))
 }
 
-/// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation. A
-/// retry: the status write that consumed the attempt before it. Another later Job: that write when the Job was
-/// created after it (a later reconcile), else the previous Job's finish, which is what the controller reacted to
-/// (upstream creates the next step's Job first and writes both in one status). `None` when what decides it is
-/// gone. Only what the objects still carry decides it, so a process that starts mid-run finds the same start as
-/// one that watched it all, or none.
+/// Where the submit phase of a Job starts. Job runtime, and a workflow's first Job: the run's creation. Later
+/// workflow Jobs: the status write that consumed the Job before it. `None` when what decides it is gone. Only what
+/// the objects still carry decides it, so a process that starts mid-run finds the same start as one that watched
+/// it all, or none.
 fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
     let Some(key) = &job.info.step else {
         return Some(run.created.at);
@@ -585,19 +591,19 @@ fn submit_start_of(run: &Run, job: &JobTrack) -> Option<Ts> {
         return first.then_some(run.created.at);
     };
     let consumed = run.consumption_of(previous.job).map(|c| c.at.at);
-    // A retry follows the write that consumed the attempt before it; without that write (the status has moved on
-    // to this attempt) its start is unknown. A Job created before the consuming write of the one before it started
-    // at that Job's finish, known only while that Job exists (upstream's step `finishedAt` is the write's time).
-    let retry = previous.step.as_ref().is_some_and(|p| (p.index, p.iteration) == (key.index, key.iteration));
     // A retry or a later loop iteration follows a Job of its own step: when the one found is of an earlier step,
     // the Job in between is gone and unnamed, and the start unknown.
+    let retry = previous.step.as_ref().is_some_and(|p| (p.index, p.iteration) == (key.index, key.iteration));
     let same_step = previous.step.as_ref().is_some_and(|p| p.index == key.index);
     if (key.attempt > 1 && !retry) || (key.iteration.unwrap_or(1) > 1 && !same_step) {
         return None;
     }
+    // The write that consumed the Job before it: the status keeps it as long as it names that Job. (Upstream
+    // creates the next step's Job just before that write; the wait between the Job's finish and that write is
+    // the previous job.collect.) Without it, the previous Job's finish, while that Job is known.
     match consumed {
-        Some(c) if retry || job.created.is_some_and(|created| c <= created) => Some(c),
-        _ if retry => None,
-        _ => previous.finished,
+        Some(c) => Some(c),
+        None if retry => None,
+        None => previous.finished,
     }
 }
