@@ -81,7 +81,7 @@ pub(super) struct Run {
     /// The TTL the controller will patch onto the run's Jobs (`None`: none).
     pub job_ttl: Option<i64>,
     pub seen_nonterminal: bool,
-    /// Jobs the status named as running, so a later consumption of them is a transition we saw.
+    /// Jobs the status named (running or consumed), with the attempt it gave them.
     pub referenced: Small<Reference>,
     /// Boxed: set only at the end of the run's life.
     pub terminal: Option<Box<RunTerminal>>,
